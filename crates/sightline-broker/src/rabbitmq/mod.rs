@@ -1,0 +1,12 @@
+//! RabbitMQ backend (lapin): topology, a confirming publisher that reconnects, and consumers.
+
+mod declare;
+mod publisher;
+mod session;
+
+pub mod consumer;
+
+pub use consumer::{Delivery, consume};
+pub use declare::declare_topology;
+pub use publisher::RabbitPublisher;
+pub use session::connect;
