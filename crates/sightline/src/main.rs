@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every service in this process (the default).
+    /// Run every service in this process after applying migrations (the default).
     All,
     /// Run the HTTP collector.
     Ingest,
@@ -51,7 +51,16 @@ fn main() -> std::process::ExitCode {
                 exit_on_error(document.validate_admin().into_result());
                 admin::run(args, &document).await
             }
-            Command::All | Command::Ingest => run_ingest(&document).await,
+            Command::All => {
+                // One process on one machine: bring the schema up to date first, as a newcomer
+                // expects. In Kubernetes a Job runs `admin migrate` before the services start.
+                if let Err(error) = sightline_db::PgStore::migrate(&document.database).await {
+                    eprintln!("cannot migrate the database: {error}");
+                    return std::process::ExitCode::FAILURE;
+                }
+                run_ingest(&document).await
+            }
+            Command::Ingest => run_ingest(&document).await,
         }
     })
 }
