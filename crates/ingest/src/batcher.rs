@@ -4,13 +4,18 @@
 //! bytes) or the linger time since its first submission has passed, then publishes it and,
 //! once the broker confirmed (or the deadline passed), answers every submitter. A request is
 //! answered when all the messages holding its events are confirmed.
+//!
+//! Submitters encode their events themselves, on their own thread, as the `events` field of an
+//! `EventBatch`; sealing a message is then writing its header and appending those bytes, which
+//! gives exactly the bytes of encoding the whole `EventBatch` at once.
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use prost::Message as _;
+use bytes::Bytes;
+use prost::{Message as _, encoding::message as repeated};
 use sightline_broker::{BrokerError, Message, Publisher, Route};
 use sightline_proto::events::v1::{Event, EventBatch};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -20,9 +25,14 @@ use crate::{config::BatchingConfig, metrics::IngestMetrics};
 /// The protobuf type name on the wire.
 pub const EVENT_BATCH_KIND: &str = "sightline.events.v1.EventBatch";
 
+/// The field number of `EventBatch.events`.
+const EVENTS_FIELD: u32 = 4;
+
 struct Submission {
-    events: Vec<Event>,
-    bytes: usize,
+    /// How many events `encoded` holds.
+    events: usize,
+    /// The events, encoded as `EventBatch` field 4 (key, length, message each).
+    encoded: Bytes,
     traceparent: Option<String>,
     deadline: Instant,
     done: oneshot::Sender<Result<(), BrokerError>>,
@@ -73,11 +83,15 @@ impl Batcher {
         traceparent: Option<String>,
         deadline: Instant,
     ) -> Result<(), BrokerError> {
-        let bytes = events.iter().map(|e| e.encoded_len() + 4).sum();
+        let mut encoded = Vec::with_capacity(repeated::encoded_len_repeated(EVENTS_FIELD, &events));
+        repeated::encode_repeated(EVENTS_FIELD, &events, &mut encoded);
+        let count = events.len();
+        // Freed here, on the submitter's thread, rather than in the coalescer.
+        drop(events);
         let (done, confirmed) = oneshot::channel();
         let submission = Submission {
-            events,
-            bytes,
+            events: count,
+            encoded: encoded.into(),
             traceparent,
             deadline,
             done,
@@ -105,22 +119,24 @@ async fn coalesce(
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
     let linger = Duration::from_millis(config.linger_ms);
     while let Some(first) = rx.recv().await {
-        let sealed_by = tokio::time::Instant::now() + linger;
-        let mut events = first.events.len();
-        let mut bytes = first.bytes;
+        let mut events = first.events;
+        let mut bytes = first.encoded.len();
         let mut batch = vec![first];
+        // One timer per message, not one per submission.
+        let sealed = tokio::time::sleep(linger);
+        tokio::pin!(sealed);
         while events < config.max_events && bytes < config.max_bytes {
             tokio::select! {
                 biased;
                 next = rx.recv() => match next {
                     Some(s) => {
-                        events += s.events.len();
-                        bytes += s.bytes;
+                        events += s.events;
+                        bytes += s.encoded.len();
                         batch.push(s);
                     }
                     None => break,
                 },
-                _ = tokio::time::sleep_until(sealed_by) => break,
+                _ = &mut sealed => break,
             }
         }
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -149,25 +165,23 @@ async fn publish(
         .min()
         .unwrap_or_else(Instant::now);
     let traceparent = submissions.iter().find_map(|s| s.traceparent.clone());
-    let mut events = Vec::with_capacity(submissions.iter().map(|s| s.events.len()).sum());
-    let mut waiters = Vec::with_capacity(submissions.len());
-    for s in submissions {
-        events.extend(s.events);
-        waiters.push(s.done);
-    }
-    let count = events.len();
+    let count = submissions.iter().map(|s| s.events).sum::<usize>();
     let batch_id = uuid::Uuid::now_v7().to_string();
-    let batch = EventBatch {
-        batch_id: batch_id.clone(),
-        partition,
-        created_at_us: chrono::Utc::now().timestamp_micros(),
-        events,
-    };
+    let payload = seal(
+        EventBatch {
+            batch_id: batch_id.clone(),
+            partition,
+            created_at_us: chrono::Utc::now().timestamp_micros(),
+            events: Vec::new(),
+        },
+        submissions.iter().map(|s| &s.encoded),
+    );
+    let waiters: Vec<_> = submissions.into_iter().map(|s| s.done).collect();
     let message = Message {
         route: Route::Partition(partition),
         id: batch_id,
         kind: EVENT_BATCH_KIND,
-        payload: batch.encode_to_vec().into(),
+        payload,
         traceparent,
     };
     let result = publisher.publish(&message, deadline).await;
@@ -183,5 +197,67 @@ async fn publish(
     }
     for waiter in waiters {
         let _ = waiter.send(result.clone());
+    }
+}
+
+/// The encoded `EventBatch` of `header` (without events) and the encoded events: the header's
+/// fields come first (1 to 3), then field 4 repeated, as prost writes the whole message.
+fn seal<'a>(header: EventBatch, events: impl Iterator<Item = &'a Bytes> + Clone) -> Bytes {
+    let mut payload =
+        Vec::with_capacity(header.encoded_len() + events.clone().map(Bytes::len).sum::<usize>());
+    payload.extend_from_slice(&header.encode_to_vec());
+    for part in events {
+        payload.extend_from_slice(part);
+    }
+    payload.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: usize) -> Event {
+        Event {
+            message_id: format!("m-{i}"),
+            tenant_id: 7,
+            site_id: 9,
+            r#type: 1,
+            name: "Order Completed".into(),
+            visitor_id: format!("v-{i}"),
+            timestamp_us: 1_700_000_000_000_000 + i as i64,
+            properties_json: Bytes::from(format!(r#"{{"revenue":{i}}}"#)),
+            context_json: Bytes::from_static(br#"{"locale":"fr-FR"}"#),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_sealed_batch_is_the_protobuf_encoding_of_the_whole_batch() {
+        let submissions: Vec<Vec<Event>> = vec![
+            (0..3).map(event).collect(),
+            vec![],
+            (3..300).map(event).collect(),
+        ];
+        let encoded: Vec<Bytes> = submissions
+            .iter()
+            .map(|events| {
+                let mut buf = Vec::new();
+                repeated::encode_repeated(EVENTS_FIELD, events, &mut buf);
+                Bytes::from(buf)
+            })
+            .collect();
+        for partition in [0, 5] {
+            let header = EventBatch {
+                batch_id: "0190f6a0-0000-7000-8000-000000000000".into(),
+                partition,
+                created_at_us: 1_700_000_000_123_456,
+                events: Vec::new(),
+            };
+            let whole = EventBatch {
+                events: submissions.concat(),
+                ..header.clone()
+            };
+            assert_eq!(seal(header, encoded.iter()), whole.encode_to_vec());
+        }
     }
 }

@@ -6,37 +6,56 @@
 use std::io::Read;
 
 use actix_web::{HttpRequest, http::header, web};
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use crate::error::ApiError;
 
 /// Reads the whole body: at most `limit` bytes on the wire and after decompression.
+///
+/// A body that arrives in one chunk is kept as it is; a longer one is copied once into a
+/// buffer sized from `Content-Length`. Events are later cut from the result without copying.
 pub async fn read(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<Vec<u8>, ApiError> {
-    if let Some(length) = req
+) -> Result<Bytes, ApiError> {
+    let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && length > limit
-    {
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
         return Err(too_large(limit));
     }
-    let mut body = Vec::new();
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0;
     while let Some(chunk) = payload.next().await {
         let chunk =
             chunk.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
+        total += chunk.len();
+        if total > limit {
             return Err(too_large(limit));
         }
-        body.extend_from_slice(&chunk);
+        match (&mut joined, first.take()) {
+            (Some(buffer), _) => buffer.extend_from_slice(&chunk),
+            (None, None) => first = Some(chunk),
+            (None, Some(previous)) => {
+                let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).max(total));
+                buffer.extend_from_slice(&previous);
+                buffer.extend_from_slice(&chunk);
+                joined = Some(buffer);
+            }
+        }
     }
+    let body = match joined {
+        Some(buffer) => buffer.freeze(),
+        None => first.unwrap_or_default(),
+    };
     match content_encoding(req).as_deref() {
         None | Some("identity") => Ok(body),
-        Some("gzip") | Some("x-gzip") => gunzip(&body, limit),
+        Some("gzip") | Some("x-gzip") => gunzip(&body, limit).map(Bytes::from),
         Some(other) => Err(ApiError::UnsupportedEncoding(other.to_string())),
     }
 }

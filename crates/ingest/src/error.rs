@@ -58,6 +58,18 @@ impl ApiError {
         }
     }
 
+    /// A stable, machine-readable name of the error.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedEncoding(_) => "unsupported_encoding",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable { .. } => "unavailable",
+        }
+    }
+
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::RateLimited { retry_after_secs } | Self::Unavailable { retry_after_secs } => {
@@ -68,9 +80,13 @@ impl ApiError {
     }
 }
 
+/// The body of an error answer. `code` and `message` are the fields Segment's own API answers
+/// with, which its SDKs log; `error` repeats the message for people reading raw responses.
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     success: bool,
+    code: &'static str,
+    message: &'a str,
     error: &'a str,
 }
 
@@ -84,9 +100,12 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after() {
             response.insert_header(("Retry-After", secs.to_string()));
         }
+        let message = self.to_string();
         response.json(ErrorBody {
             success: false,
-            error: &self.to_string(),
+            code: self.name(),
+            message: &message,
+            error: &message,
         })
     }
 }

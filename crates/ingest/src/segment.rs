@@ -78,6 +78,9 @@ pub struct Context<'a> {
     pub locale: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub page: Option<Page<'a>>,
+    /// The user's traits; RudderStack's SDKs send an identify call's traits only here.
+    #[serde(borrow)]
+    pub traits: Option<&'a RawValue>,
 }
 
 /// `context.page`, or the page fields of a page call's `properties`.

@@ -113,10 +113,28 @@ fn check_len(field: &str, value: &Option<String>) -> Result<(), Rejection> {
     }
 }
 
-fn object_bytes(field: &'static str, raw: Option<&RawValue>) -> Result<Bytes, Rejection> {
+/// `text` as bytes: a slice of `body` when it lies inside it (no copy), else a copy.
+fn share(body: Option<&Bytes>, text: &str) -> Bytes {
+    match body {
+        Some(body) if within(body, text) => body.slice_ref(text.as_bytes()),
+        _ => Bytes::copy_from_slice(text.as_bytes()),
+    }
+}
+
+fn within(body: &Bytes, text: &str) -> bool {
+    let start = body.as_ptr() as usize;
+    let at = text.as_ptr() as usize;
+    at >= start && at + text.len() <= start + body.len()
+}
+
+fn object_bytes(
+    field: &'static str,
+    raw: Option<&RawValue>,
+    body: Option<&Bytes>,
+) -> Result<Bytes, Rejection> {
     match present(raw) {
         None => Ok(Bytes::new()),
-        Some(r) if is_object_or_null(r) => Ok(Bytes::copy_from_slice(r.get().as_bytes())),
+        Some(r) if is_object_or_null(r) => Ok(share(body, r.get())),
         Some(_) => Err(Rejection::new(
             "invalid_field",
             format!("`{field}` must be a JSON object"),
@@ -125,9 +143,13 @@ fn object_bytes(field: &'static str, raw: Option<&RawValue>) -> Result<Bytes, Re
 }
 
 /// The context as stored: the event's own or the batch's, without `ip`.
-fn context_without_ip(raw: &RawValue, has_ip: bool) -> Result<Bytes, Rejection> {
+fn context_without_ip(
+    raw: &RawValue,
+    has_ip: bool,
+    body: Option<&Bytes>,
+) -> Result<Bytes, Rejection> {
     if !has_ip {
-        return Ok(Bytes::copy_from_slice(raw.get().as_bytes()));
+        return Ok(share(body, raw.get()));
     }
     let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw.get())
         .map_err(|e| Rejection::new("invalid_field", format!("`context`: {e}")))?;
@@ -139,6 +161,27 @@ fn context_without_ip(raw: &RawValue, has_ip: bool) -> Result<Bytes, Rejection> 
 
 /// Validates one event. `raw` is its JSON exactly as received.
 pub fn validate(raw: &RawValue, req: &RequestInfo<'_>, rules: &Rules) -> Result<Event, Rejection> {
+    validate_from(raw, None, req, rules)
+}
+
+/// [`validate`] for an event that lies inside `body`, the request body it was parsed from (as
+/// does the batch context): its `properties`, `traits` and `context` become slices of `body`
+/// instead of copies.
+pub fn validate_in(
+    raw: &RawValue,
+    body: &Bytes,
+    req: &RequestInfo<'_>,
+    rules: &Rules,
+) -> Result<Event, Rejection> {
+    validate_from(raw, Some(body), req, rules)
+}
+
+fn validate_from(
+    raw: &RawValue,
+    body: Option<&Bytes>,
+    req: &RequestInfo<'_>,
+    rules: &Rules,
+) -> Result<Event, Rejection> {
     let size = raw.get().len();
     if size > rules.max_event_bytes {
         return Err(Rejection::new(
@@ -161,19 +204,17 @@ pub fn validate(raw: &RawValue, req: &RequestInfo<'_>, rules: &Rules) -> Result<
             format!("the event does not match the Segment spec: {e}"),
         )
     })?;
-    let message_id = event
-        .message_id
-        .as_deref()
-        .filter(|m| !m.is_empty())
-        .map(str::to_string);
-    validate_parsed(event, req, rules).map_err(|mut r| {
-        r.message_id = message_id;
+    // Kept borrowed: copied only when the event is refused.
+    let message_id = event.message_id.clone();
+    validate_parsed(event, body, req, rules).map_err(|mut r| {
+        r.message_id = message_id.filter(|m| !m.is_empty()).map(Cow::into_owned);
         r
     })
 }
 
 fn validate_parsed(
     event: RawEvent<'_>,
+    body: Option<&Bytes>,
     req: &RequestInfo<'_>,
     rules: &Rules,
 ) -> Result<Event, Rejection> {
@@ -247,8 +288,7 @@ fn validate_parsed(
         _ => {}
     }
 
-    let properties_json = object_bytes("properties", event.properties)?;
-    let traits_json = object_bytes("traits", event.traits)?;
+    let properties_json = object_bytes("properties", event.properties, body)?;
     let context_raw = present(event.context).or(req.batch_context);
     let context: Context<'_> = match context_raw {
         Some(raw) if raw.get().starts_with('{') => serde_json::from_str(raw.get())
@@ -262,9 +302,15 @@ fn validate_parsed(
         None => Context::default(),
     };
     let context_json = match context_raw {
-        Some(raw) => context_without_ip(raw, context.ip.is_some())?,
+        Some(raw) => context_without_ip(raw, context.ip.is_some(), body)?,
         None => Bytes::new(),
     };
+    // RudderStack's SDKs send an identify call's traits only in `context.traits`.
+    let (traits_field, traits) = match present(event.traits) {
+        None if kind == EventType::Identify => ("context.traits", context.traits),
+        traits => ("traits", traits),
+    };
+    let traits_json = object_bytes(traits_field, traits, body)?;
 
     // Times: the client's event time, corrected by how far its clock is off the server's.
     let original = parse_time("timestamp", event.timestamp.as_deref())?.or(parse_time(
@@ -483,6 +529,21 @@ mod tests {
         assert_eq!(e.user_agent, "UA");
         let scrubbed = scrub_raw(r#"{"type":"nope","context":{"ip":"203.0.113.77"}}"#);
         assert!(!String::from_utf8_lossy(&scrubbed).contains("203.0.113.77"));
+    }
+
+    #[test]
+    fn identify_traits_come_from_context_when_the_call_has_none() {
+        let r = req(at(10, 0, 0));
+        let traits = |json: &str| String::from_utf8(check(json, &r).unwrap().traits_json.to_vec());
+        // rudder-sdk-python's identify call.
+        let rudder = r#"{"type":"identify","userId":"u","context":{"traits":{"plan":"pro"}}}"#;
+        assert_eq!(traits(rudder).unwrap(), r#"{"plan":"pro"}"#);
+        let both = r#"{"type":"identify","userId":"u","traits":{"plan":"max"},"context":{"traits":{"plan":"pro"}}}"#;
+        assert_eq!(traits(both).unwrap(), r#"{"plan":"max"}"#);
+        // In other calls `context.traits` describe the user, not the call.
+        let group =
+            r#"{"type":"group","userId":"u","groupId":"g","context":{"traits":{"plan":"pro"}}}"#;
+        assert_eq!(traits(group).unwrap(), "");
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! Broker clients for Sightline's event stream.
 //!
-//! Callers see a [`Publisher`]: it sends a [`Message`] to a [`Route`] and resolves only when the
-//! broker has confirmed it, republishing through reconnects until the caller's deadline. The
-//! RabbitMQ backend ([`rabbitmq`]) is the one here; a Kinesis backend and an in-process one for
-//! the single binary implement the same trait, so callers do not change.
+//! Producers see a [`Publisher`]: it sends a [`Message`] to a [`Route`] and resolves only when
+//! the broker has confirmed it, republishing through reconnects until the caller's deadline.
+//! Consumers see a [`Subscription`] of [`Delivery`]s that they acknowledge once their effects are
+//! durable. The RabbitMQ backend ([`rabbitmq`]) is the one here; a Kinesis backend and an
+//! in-process one for the single binary implement the same traits, so callers do not change.
 //!
 //! Pitfalls are listed in this crate's README.
 
 pub mod config;
+mod delivery;
 pub mod rabbitmq;
 pub mod topology;
 
@@ -16,6 +18,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 pub use config::{BrokerConfig, BrokerKind};
+pub use delivery::{Delivery, Subscription};
 pub use topology::{Route, Topology, partition_for};
 
 /// The content type of every Sightline message.

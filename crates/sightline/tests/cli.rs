@@ -8,6 +8,7 @@ use std::{
 
 use prost::Message as _;
 use serde_json::Value;
+use sightline_broker::Subscription as _;
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432";
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -41,15 +42,18 @@ impl Env {
         c
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("the binary runs")
+    /// Runs `sightline` with a command line of space-separated arguments.
+    fn run(&self, line: &str) -> Output {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        self.command(&args).output().expect("the binary runs")
     }
 
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.run(args);
+    /// Runs a command that must succeed and print JSON.
+    fn json(&self, line: &str) -> Value {
+        let out = self.run(line);
         assert!(
             out.status.success(),
-            "{args:?}: {}",
+            "{line}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("JSON output")
@@ -96,91 +100,47 @@ fn an_invalid_configuration_lists_every_problem_and_exits_64() {
 #[tokio::test]
 async fn operators_administer_tenants_sites_keys_and_tokens() {
     let env = Env::new();
-    assert!(env.run(&["admin", "migrate"]).status.success());
+    assert!(env.run("admin migrate").status.success());
     assert!(
-        env.run(&["admin", "migrate"]).status.success(),
+        env.run("admin migrate").status.success(),
         "migrating twice is a no-op"
     );
 
-    let tenant = env.json(&[
-        "admin", "--json", "tenant", "create", "--slug", "acme", "--name", "Acme",
-    ]);
+    let tenant = env.json("admin --json tenant create --slug acme --name Acme");
     assert_eq!(tenant[0]["slug"], "acme");
-    let dup = env.run(&[
-        "admin", "tenant", "create", "--slug", "acme", "--name", "Again",
-    ]);
+    let dup = env.run("admin tenant create --slug acme --name Again");
     assert_eq!(dup.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
 
-    let bad_tz = env.run(&[
-        "admin",
-        "site",
-        "create",
-        "--tenant",
-        "acme",
-        "--domain",
-        "a.example",
-        "--time-zone",
-        "Mars/Olympus",
-    ]);
+    let bad_tz =
+        env.run("admin site create --tenant acme --domain a.example --time-zone Mars/Olympus");
     assert_eq!(bad_tz.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_tz.stderr).contains("IANA time zone"));
-    let site = env.json(&[
-        "admin",
-        "--json",
-        "site",
-        "create",
-        "--tenant",
-        "acme",
-        "--domain",
-        "shop.example",
-        "--time-zone",
-        "America/New_York",
-        "--currency",
-        "USD",
-    ]);
+    let site = env.json("admin --json site create --tenant acme --domain shop.example --time-zone America/New_York --currency USD");
     let site_id = site[0]["id"].as_i64().unwrap().to_string();
 
-    let key = env.json(&[
-        "admin",
-        "--json",
-        "write-key",
-        "issue",
-        "--tenant",
-        "acme",
-        "--site",
-        &site_id,
-        "--rate-limit",
-        "500",
-    ]);
+    let key = env.json(&format!(
+        "admin --json write-key issue --tenant acme --site {site_id} --rate-limit 500"
+    ));
     let key = key[0]["key"].as_str().unwrap().to_string();
     assert!(key.starts_with("wk_"));
     assert!(
-        env.run(&["admin", "write-key", "revoke", &key])
+        env.run(&format!("admin write-key revoke {key}"))
             .status
             .success()
     );
     assert_eq!(
-        env.run(&["admin", "write-key", "revoke", &key])
+        env.run(&format!("admin write-key revoke {key}"))
             .status
             .code(),
         Some(2)
     );
-    let keys = env.json(&["admin", "--json", "write-key", "list", "--tenant", "acme"]);
+    let keys = env.json("admin --json write-key list --tenant acme");
     assert!(keys[0]["revoked_at"].is_string());
 
-    let issued = env.json(&[
-        "admin",
-        "--json",
-        "read-token",
-        "issue",
-        "--tenant",
-        "acme",
-        "--site",
-        &site_id,
-        "--label",
-        "merchant backend",
-    ]);
+    let issued = env.json(&format!(
+        "admin --json read-token issue --tenant acme --site {site_id} --label merchant-backend"
+    ));
     let token = issued["token"].as_str().unwrap().to_string();
     assert!(token.starts_with("slr_"));
     // Only a hash is stored.
@@ -197,33 +157,21 @@ async fn operators_administer_tenants_sites_keys_and_tokens() {
     .unwrap();
     assert_eq!(clear_anywhere, 0);
     db.close().await.unwrap();
-    let other_tenant_site = env.run(&[
-        "admin",
-        "read-token",
-        "issue",
-        "--tenant",
-        "acme",
-        "--site",
-        "999",
-    ]);
+    let other_tenant_site = env.run("admin read-token issue --tenant acme --site 999");
     assert_eq!(other_tenant_site.status.code(), Some(2));
-    let admin = env.json(&["admin", "--json", "read-token", "issue", "--admin"]);
+    let admin = env.json("admin --json read-token issue --admin");
     assert_eq!(admin["scope"], "Admin");
-    let tokens = env.json(&["admin", "--json", "read-token", "list", "--tenant", "acme"]);
+    let tokens = env.json("admin --json read-token list --tenant acme");
     assert_eq!(tokens.as_array().unwrap().len(), 1);
     let id = issued["id"].as_i64().unwrap().to_string();
     assert!(
-        env.run(&["admin", "read-token", "revoke", &id])
+        env.run(&format!("admin read-token revoke {id}"))
             .status
             .success()
     );
-    let table = String::from_utf8(
-        env.run(&["admin", "read-token", "list", "--tenant", "acme"])
-            .stdout,
-    )
-    .unwrap();
+    let table = String::from_utf8(env.run("admin read-token list --tenant acme").stdout).unwrap();
     assert!(
-        table.starts_with("ID") && table.contains("merchant backend"),
+        table.starts_with("ID") && table.contains("merchant-backend"),
         "{table}"
     );
     env.drop_database().await;
@@ -240,31 +188,13 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn the_ingest_binary_serves_then_drains_on_sigterm() {
     let env = Env::new();
-    assert!(env.run(&["admin", "migrate"]).status.success());
-    env.json(&[
-        "admin", "--json", "tenant", "create", "--slug", "acme", "--name", "Acme",
-    ]);
-    let site = env.json(&[
-        "admin",
-        "--json",
-        "site",
-        "create",
-        "--tenant",
-        "acme",
-        "--domain",
-        "s.example",
-    ]);
+    assert!(env.run("admin migrate").status.success());
+    env.json("admin --json tenant create --slug acme --name Acme");
+    let site = env.json("admin --json site create --tenant acme --domain s.example");
     let site_id = site[0]["id"].as_i64().unwrap().to_string();
-    let key = env.json(&[
-        "admin",
-        "--json",
-        "write-key",
-        "issue",
-        "--tenant",
-        "acme",
-        "--site",
-        &site_id,
-    ]);
+    let key = env.json(&format!(
+        "admin --json write-key issue --tenant acme --site {site_id}"
+    ));
     let key = key[0]["key"].as_str().unwrap().to_string();
 
     let (http, admin) = (free_port(), free_port());

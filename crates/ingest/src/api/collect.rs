@@ -4,6 +4,7 @@ use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use actix_web::{HttpRequest, HttpResponse, http::header};
 use base64::Engine;
+use bytes::Bytes;
 use chrono::Utc;
 use futures_util::future::join_all;
 use prost::Message as _;
@@ -21,7 +22,7 @@ use crate::{
     error::ApiError,
     keys::{KeyEntry, RateDecision},
     segment::{BatchEnvelope, KeyOnly},
-    validate::{Rejection, RequestInfo, scrub_raw, validate},
+    validate::{Rejection, RequestInfo, scrub_raw, validate_in},
 };
 
 /// The protobuf type name of invalid-event messages.
@@ -77,7 +78,7 @@ fn malformed(e: &serde_json::Error) -> ApiError {
 pub async fn process(
     state: &AppState,
     req: &HttpRequest,
-    body: &[u8],
+    body: &Bytes,
     shape: Shape,
 ) -> Result<(HttpResponse, Answer), ApiError> {
     let received_at = Utc::now();
@@ -164,7 +165,7 @@ pub async fn process(
     let mut accepted_keys = Vec::new();
     let mut rejected = Vec::new();
     for (index, raw) in raws.iter().enumerate() {
-        match validate(raw, &info, &state.rules) {
+        match validate_in(raw, body, &info, &state.rules) {
             Ok(event) => {
                 let dedupe_key = id_key(entry.site_id, &event.message_id);
                 let duplicate =

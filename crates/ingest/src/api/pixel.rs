@@ -79,6 +79,7 @@ pub(super) async fn handler(
             .entry("type")
             .or_insert_with(|| Value::String("page".into()));
         let body = serde_json::to_vec(&event)
+            .map(bytes::Bytes::from)
             .map_err(|e| ApiError::BadRequest(format!("cannot encode the event: {e}")))?;
         collect::process(&state, &req, &body, Shape::SingleTyped).await
     }

@@ -14,6 +14,7 @@ use std::{
 
 use lapin::{Connection, ConnectionProperties, options::QueueDeleteOptions};
 use prost::Message as _;
+use sightline_broker::Subscription as _;
 use sightline_db::{NewSite, PgStore, Sites, Tenants, WriteKeys};
 use sightline_kit::Shutdown;
 use sightline_proto::events::v1::{EventBatch, InvalidEventBatch};
@@ -181,19 +182,30 @@ impl TestIngest {
         }
     }
 
-    /// Every batch now in one consumer group's partition queues, by partition.
-    pub async fn drain_group(&self, group: &str) -> Vec<(u32, EventBatch)> {
+    /// Every message now in one consumer group's partition queues, by partition.
+    pub async fn drain_group_messages(&self, group: &str) -> Vec<(u32, Drained)> {
         let topology = self.topology();
         let mut out = Vec::new();
         for p in 0..PARTITIONS {
-            for payload in drain_queue(&topology.partition_queue(group, p)).await {
-                out.push((
-                    p,
-                    EventBatch::decode(payload.as_slice()).expect("an EventBatch"),
-                ));
+            for message in drain_queue(&topology.partition_queue(group, p)).await {
+                out.push((p, message));
             }
         }
         out
+    }
+
+    /// Every batch now in one consumer group's partition queues, by partition.
+    pub async fn drain_group(&self, group: &str) -> Vec<(u32, EventBatch)> {
+        self.drain_group_messages(group)
+            .await
+            .into_iter()
+            .map(|(p, m)| {
+                (
+                    p,
+                    EventBatch::decode(m.payload.as_slice()).expect("an EventBatch"),
+                )
+            })
+            .collect()
     }
 
     /// Every invalid-event batch now in the invalid queue.
@@ -201,7 +213,7 @@ impl TestIngest {
         drain_queue(&self.topology().invalid_queue())
             .await
             .iter()
-            .map(|p| InvalidEventBatch::decode(p.as_slice()).expect("an InvalidEventBatch"))
+            .map(|m| InvalidEventBatch::decode(m.payload.as_slice()).expect("an InvalidEventBatch"))
             .collect()
     }
 
@@ -232,9 +244,16 @@ impl TestIngest {
     }
 }
 
+/// A message taken off a queue by [`drain_queue`].
+pub struct Drained {
+    pub payload: Vec<u8>,
+    pub kind: Option<String>,
+    pub traceparent: Option<String>,
+}
+
 /// Takes every message from a queue, acknowledging each; stops once the queue stays quiet.
 /// (Quorum queues with a single active consumer refuse `basic.get`, so this consumes.)
-pub async fn drain_queue(queue: &str) -> Vec<Vec<u8>> {
+pub async fn drain_queue(queue: &str) -> Vec<Drained> {
     let conn = Connection::connect(AMQP, ConnectionProperties::default())
         .await
         .expect("RabbitMQ must run at 127.0.0.1:5672 (guest/guest)");
@@ -246,8 +265,12 @@ pub async fn drain_queue(queue: &str) -> Vec<Vec<u8>> {
         tokio::time::timeout(Duration::from_millis(300), sub.next()).await
     {
         let delivery = delivery.expect("a delivery");
-        out.push(delivery.payload.clone());
         delivery.ack().await.unwrap();
+        out.push(Drained {
+            payload: delivery.payload,
+            kind: delivery.kind,
+            traceparent: delivery.traceparent,
+        });
     }
     drop(sub);
     let _ = conn.close(200, "drained".into()).await;

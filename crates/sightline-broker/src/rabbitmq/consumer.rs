@@ -1,67 +1,30 @@
-//! Consuming a queue with manual acknowledgements.
+//! Consuming a RabbitMQ queue with manual acknowledgements.
 
 use futures_util::StreamExt;
 use lapin::{
     Channel, Connection,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    options::{BasicConsumeOptions, BasicQosOptions},
     types::{AMQPValue, FieldTable},
 };
 
-use crate::BrokerError;
+use crate::{
+    BrokerError,
+    delivery::{Delivery, Settle, Subscription},
+};
 
 fn protocol(e: lapin::Error) -> BrokerError {
     BrokerError::Protocol(e.to_string())
 }
 
-/// A message taken from a queue; it stays unacknowledged until [`Delivery::ack`].
-#[derive(Debug)]
-pub struct Delivery {
-    /// The message id (batch id) set by the publisher.
-    pub message_id: Option<String>,
-    /// The protobuf type name of the payload.
-    pub kind: Option<String>,
-    /// The W3C trace context the publisher sent.
-    pub traceparent: Option<String>,
-    /// Whether the broker delivered this message before.
-    pub redelivered: bool,
-    /// The encoded payload.
-    pub payload: Vec<u8>,
-    inner: lapin::message::Delivery,
-}
-
-impl Delivery {
-    /// Acknowledges: the broker forgets the message.
-    pub async fn ack(&self) -> Result<(), BrokerError> {
-        self.inner
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(protocol)
-    }
-
-    /// Returns the message: requeued for another delivery, or dead-lettered when `requeue` is
-    /// false (and, on quorum queues, once the delivery limit is reached).
-    pub async fn nack(&self, requeue: bool) -> Result<(), BrokerError> {
-        self.inner
-            .nack(BasicNackOptions {
-                requeue,
-                ..Default::default()
-            })
-            .await
-            .map(|_| ())
-            .map_err(protocol)
-    }
-}
-
 /// A consumer on one queue; keeps its channel open while alive.
-pub struct Subscription {
+pub struct RabbitSubscription {
     _channel: Channel,
     consumer: lapin::Consumer,
 }
 
-impl Subscription {
-    /// The next delivery; `None` when the consumer was cancelled or the channel closed.
-    pub async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+#[async_trait::async_trait]
+impl Subscription for RabbitSubscription {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
         let delivery = self.consumer.next().await?;
         Some(delivery.map(convert).map_err(protocol))
     }
@@ -85,8 +48,8 @@ fn convert(inner: lapin::message::Delivery) -> Delivery {
             sightline_kit::telemetry::trace_context::TRACEPARENT,
         ),
         redelivered: inner.redelivered,
-        payload: inner.data.clone(),
-        inner,
+        payload: inner.data,
+        settle: Settle::Rabbit(inner.acker),
     }
 }
 
@@ -96,7 +59,7 @@ pub async fn consume(
     queue: &str,
     consumer_tag: &str,
     prefetch: u16,
-) -> Result<Subscription, BrokerError> {
+) -> Result<RabbitSubscription, BrokerError> {
     let channel = connection.create_channel().await.map_err(protocol)?;
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
@@ -111,7 +74,7 @@ pub async fn consume(
         )
         .await
         .map_err(protocol)?;
-    Ok(Subscription {
+    Ok(RabbitSubscription {
         _channel: channel,
         consumer,
     })
