@@ -152,11 +152,16 @@ pub async fn run(
 
     let result = tokio::select! {
         _ = shutdown.requested() => Ok(()),
-        exited = &mut server => match exited {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(IngestError::Io(e)),
-            Err(e) => Err(IngestError::Io(std::io::Error::other(e))),
-        },
+        exited = &mut server => {
+            // The server stopped on its own: stop every service of this process with it.
+            let error = match exited {
+                Ok(Ok(())) => std::io::Error::other("the HTTP server stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => std::io::Error::other(e),
+            };
+            shutdown.fail("ingest", &error);
+            Err(IngestError::Io(error))
+        }
     };
     tracing::info!("ingest is draining");
     health.start_draining();

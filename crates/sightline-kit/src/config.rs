@@ -19,7 +19,6 @@ pub struct ConfigLoader {
     defaults: Vec<&'static str>,
     file: Option<PathBuf>,
     env: Option<HashMap<String, String>>,
-    overrides: Vec<(String, String)>,
 }
 
 impl ConfigLoader {
@@ -46,12 +45,6 @@ impl ConfigLoader {
         self
     }
 
-    /// Sets one key (dotted path, such as `ingest.listen`) above every other layer.
-    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.overrides.push((key.into(), value.into()));
-        self
-    }
-
     /// Merges the layers and deserializes them into `T`.
     pub fn load<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         let mut builder = config::Config::builder();
@@ -74,11 +67,6 @@ impl ConfigLoader {
             None => env,
         };
         builder = builder.add_source(env);
-        for (key, value) in &self.overrides {
-            builder = builder
-                .set_override(key.as_str(), value.as_str())
-                .map_err(|e| ConfigError::Invalid(Problems(vec![e.to_string()])))?;
-        }
         let merged = builder
             .build()
             .map_err(|e| ConfigError::Invalid(Problems(vec![e.to_string()])))?;

@@ -1,8 +1,6 @@
 //! Process lifecycle: one cancellation token, tripped by SIGTERM/SIGINT or by a component that
 //! failed, so that one failing task stops the whole service with a non-zero exit.
 
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 
 /// The shutdown signal shared by every task of a process.
@@ -77,9 +75,4 @@ async fn wait_for_signal() -> &'static str {
 async fn wait_for_signal() -> &'static str {
     let _ = tokio::signal::ctrl_c().await;
     "ctrl-c"
-}
-
-/// Runs `drain` for at most `grace`; past that, gives up so the process can exit.
-pub async fn drain_within<F: std::future::Future<Output = ()>>(grace: Duration, drain: F) -> bool {
-    tokio::time::timeout(grace, drain).await.is_ok()
 }

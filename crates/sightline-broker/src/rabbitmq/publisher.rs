@@ -74,19 +74,6 @@ impl RabbitPublisher {
         Self { inner }
     }
 
-    /// Waits until connected, for at most `timeout`; true when connected.
-    pub async fn wait_connected(&self, timeout: Duration) -> bool {
-        let mut rx = self.inner.session.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(Option::is_some))
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-
-    /// Whether a session is open now.
-    pub fn is_connected(&self) -> bool {
-        self.inner.session.borrow().is_some()
-    }
-
     async fn current_session(&self, deadline: Instant) -> Result<Arc<Session>, BrokerError> {
         let mut rx = self.inner.session.subscribe();
         let wait = rx.wait_for(Option::is_some);

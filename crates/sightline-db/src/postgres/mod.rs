@@ -34,11 +34,6 @@ impl PgStore {
         Ok(Self { pool })
     }
 
-    /// Wraps an existing pool (tests).
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
     /// The pool, for crates that add their own queries.
     pub fn pool(&self) -> &PgPool {
         &self.pool
