@@ -146,15 +146,9 @@ fn assert_arrived_intact(sdk: &Sdk, ingest: &TestIngest, call: &Value, events: &
     let e = matching[0];
     let text = |field: &str| call[field].as_str().unwrap_or_default().to_string();
 
-    let kind = match call["type"].as_str().unwrap() {
-        "track" => EventType::Track,
-        "page" => EventType::Page,
-        "screen" => EventType::Screen,
-        "identify" => EventType::Identify,
-        "group" => EventType::Group,
-        "alias" => EventType::Alias,
-        other => panic!("calls.json: unknown type {other}"),
-    };
+    let name = call["type"].as_str().unwrap();
+    let kind = ingest::validate::parse_type(name)
+        .unwrap_or_else(|| panic!("calls.json: unknown type {name}"));
     assert_eq!(e.r#type(), kind, "{what}: type");
     assert_eq!(
         (e.tenant_id, e.site_id),
