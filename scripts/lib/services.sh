@@ -1,5 +1,7 @@
 # Sourced by scripts: makes sure the local services Sightline's tests and dev runs use are up.
-# PostgreSQL at 127.0.0.1:5432 (trust, user postgres) and RabbitMQ at 127.0.0.1:5672 (guest).
+# PostgreSQL at 127.0.0.1:5432 (trust, user postgres), RabbitMQ at 127.0.0.1:5672 (guest) and an
+# S3-compatible server (s3s-fs) at 127.0.0.1:9000 (path style, access key `sightline`, secret
+# `sightline-dev-secret`, region us-east-1).
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -42,6 +44,32 @@ ensure_rabbitmq() {
     sleep 1
   done
   log "RabbitMQ did not start"; return 1
+}
+
+# s3s-fs: a real S3 server over a folder (`cargo install`, about 100 s on 2 cores, once).
+# Binary in $SIGHTLINE_CACHE/s3s-fs/bin, objects in $SIGHTLINE_CACHE/s3/data, log next to them.
+S3_PORT=9000
+S3_ACCESS_KEY=sightline
+S3_SECRET_KEY=sightline-dev-secret
+ensure_s3() {
+  if (exec 3<>/dev/tcp/127.0.0.1/$S3_PORT) 2>/dev/null; then return 0; fi
+  local cache="${SIGHTLINE_CACHE:-$HOME/.cache/sightline}"
+  local bin="$cache/s3s-fs/bin/s3s-fs"
+  if [ ! -x "$bin" ]; then
+    log "installing s3s-fs (cargo install, about 2 minutes)"
+    cargo install s3s-fs@0.14.1 --locked --features binary --root "$cache/s3s-fs" --quiet
+  fi
+  log "starting s3s-fs on 127.0.0.1:$S3_PORT"
+  mkdir -p "$cache/s3/data"
+  # setsid + nohup: the server outlives this script, like the PostgreSQL and RabbitMQ daemons.
+  setsid nohup "$bin" --host 127.0.0.1 --port "$S3_PORT" \
+    --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" \
+    "$cache/s3/data" >>"$cache/s3/s3s-fs.log" 2>&1 </dev/null &
+  for _ in $(seq 1 60); do
+    (exec 3<>/dev/tcp/127.0.0.1/$S3_PORT) 2>/dev/null && return 0
+    sleep 0.5
+  done
+  log "s3s-fs did not start (see $cache/s3/s3s-fs.log)"; return 1
 }
 
 # Cargo's build folder lives outside the clone so fresh clones build incrementally.

@@ -1,0 +1,414 @@
+//! Events to Arrow record batches to zstd Parquet bytes, and back.
+
+use std::sync::Arc;
+
+use arrow::{
+    array::{
+        ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray,
+        TimestampMicrosecondArray,
+    },
+    datatypes::{Int64Type, SchemaRef, TimestampMicrosecondType},
+};
+use bytes::Bytes;
+use parquet::{
+    arrow::{ArrowWriter, arrow_reader::ParquetRecordBatchReaderBuilder},
+    basic::{Compression, ZstdLevel},
+    file::properties::WriterProperties,
+};
+use sightline_proto::events::v1::{Event, InvalidEvent};
+
+use crate::{
+    LakeError,
+    schema::{event_type_from_name, event_type_name, invalid_event_schema, raw_event_schema},
+};
+
+/// zstd level of every file: 3 is zstd's own default, a good size/speed trade for event data.
+const ZSTD_LEVEL: i32 = 3;
+
+/// proto3 empty string → SQL NULL.
+fn opt(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// JSON bytes → text column; ingest only emits JSON it serialised itself (valid UTF-8), so the
+/// lossy conversion never changes a byte in practice and never fails a whole batch.
+fn opt_json(b: &[u8]) -> Option<String> {
+    (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned())
+}
+
+fn strings<'a>(events: &'a [Event], f: impl Fn(&'a Event) -> &'a str) -> ArrayRef {
+    Arc::new(events.iter().map(|e| opt(f(e))).collect::<StringArray>())
+}
+
+fn required_strings<'a>(events: &'a [Event], f: impl Fn(&'a Event) -> &'a str) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(events.iter().map(f)))
+}
+
+fn json(events: &[Event], f: impl Fn(&Event) -> &[u8]) -> ArrayRef {
+    Arc::new(
+        events
+            .iter()
+            .map(|e| opt_json(f(e)))
+            .collect::<StringArray>(),
+    )
+}
+
+fn times(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(
+        values
+            .collect::<TimestampMicrosecondArray>()
+            .with_timezone("UTC"),
+    )
+}
+
+/// The raw-event record batch of `events`, in their order.
+pub fn events_to_record_batch(events: &[Event]) -> Result<RecordBatch, LakeError> {
+    let columns: Vec<ArrayRef> = vec![
+        required_strings(events, |e| &e.message_id),
+        Arc::new(Int64Array::from_iter_values(
+            events.iter().map(|e| e.tenant_id),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            events.iter().map(|e| e.site_id),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            events.iter().map(|e| event_type_name(e.r#type())),
+        )),
+        strings(events, |e| &e.name),
+        strings(events, |e| &e.anonymous_id),
+        strings(events, |e| &e.user_id),
+        required_strings(events, |e| &e.visitor_id),
+        times(events.iter().map(|e| Some(e.timestamp_us))),
+        times(events.iter().map(|e| Some(e.original_timestamp_us))),
+        times(
+            events
+                .iter()
+                .map(|e| (e.sent_at_us != 0).then_some(e.sent_at_us)),
+        ),
+        times(events.iter().map(|e| Some(e.received_at_us))),
+        strings(events, |e| &e.ip_truncated),
+        strings(events, |e| &e.user_agent),
+        strings(events, |e| &e.page_url),
+        strings(events, |e| &e.page_referrer),
+        strings(events, |e| &e.page_title),
+        strings(events, |e| &e.locale),
+        strings(events, |e| &e.group_id),
+        strings(events, |e| &e.previous_id),
+        json(events, |e| &e.context_json),
+        json(events, |e| &e.properties_json),
+        json(events, |e| &e.traits_json),
+    ];
+    Ok(RecordBatch::try_new(raw_event_schema(), columns)?)
+}
+
+/// The error record batch of `invalid`, in their order.
+pub fn invalid_to_record_batch(invalid: &[InvalidEvent]) -> Result<RecordBatch, LakeError> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(
+            invalid.iter().map(|e| e.tenant_id),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            invalid.iter().map(|e| e.site_id),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            invalid.iter().map(|e| e.reason.as_str()),
+        )),
+        Arc::new(
+            invalid
+                .iter()
+                .map(|e| opt(&e.detail))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            invalid
+                .iter()
+                .map(|e| (!e.raw.is_empty()).then_some(&e.raw[..]))
+                .collect::<BinaryArray>(),
+        ),
+        times(invalid.iter().map(|e| Some(e.received_at_us))),
+        Arc::new(
+            invalid
+                .iter()
+                .map(|e| opt(&e.message_id))
+                .collect::<StringArray>(),
+        ),
+    ];
+    Ok(RecordBatch::try_new(invalid_event_schema(), columns)?)
+}
+
+/// zstd-compressed Parquet bytes of one record batch.
+pub fn write_parquet(batch: &RecordBatch) -> Result<Bytes, LakeError> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
+        .build();
+    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    Ok(Bytes::from(writer.into_inner()?))
+}
+
+/// Parquet bytes of raw events.
+pub fn events_to_parquet(events: &[Event]) -> Result<Bytes, LakeError> {
+    write_parquet(&events_to_record_batch(events)?)
+}
+
+/// Parquet bytes of invalid events.
+pub fn invalid_to_parquet(invalid: &[InvalidEvent]) -> Result<Bytes, LakeError> {
+    write_parquet(&invalid_to_record_batch(invalid)?)
+}
+
+/// Every record batch of a Parquet file, checked against `expected`.
+fn read_batches(bytes: Bytes, expected: &SchemaRef) -> Result<Vec<RecordBatch>, LakeError> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    for b in &batches {
+        if b.schema().fields() != expected.fields() {
+            return Err(LakeError::Schema(format!(
+                "expected {:?}, found {:?}",
+                expected.fields(),
+                b.schema().fields()
+            )));
+        }
+    }
+    Ok(batches)
+}
+
+/// Column readers that turn NULL back into proto3's empty value.
+struct Columns<'a>(&'a RecordBatch);
+
+impl<'a> Columns<'a> {
+    fn get(&self, name: &str) -> Result<&'a ArrayRef, LakeError> {
+        self.0
+            .column_by_name(name)
+            .ok_or_else(|| LakeError::Schema(format!("missing column {name}")))
+    }
+    fn str(&self, name: &str) -> Result<Vec<String>, LakeError> {
+        let a = self
+            .get(name)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| LakeError::Schema(format!("{name} is not Utf8")))?;
+        Ok(a.iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect())
+    }
+    fn bin(&self, name: &str) -> Result<Vec<Vec<u8>>, LakeError> {
+        let a = self
+            .get(name)?
+            .as_binary_opt::<i32>()
+            .ok_or_else(|| LakeError::Schema(format!("{name} is not Binary")))?;
+        Ok(a.iter().map(|v| v.unwrap_or_default().to_vec()).collect())
+    }
+    fn i64(&self, name: &str) -> Result<Vec<i64>, LakeError> {
+        let a = self
+            .get(name)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| LakeError::Schema(format!("{name} is not Int64")))?;
+        Ok(a.iter().map(Option::unwrap_or_default).collect())
+    }
+    fn ts(&self, name: &str) -> Result<Vec<i64>, LakeError> {
+        let a = self
+            .get(name)?
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| LakeError::Schema(format!("{name} is not Timestamp(µs)")))?;
+        Ok(a.iter().map(Option::unwrap_or_default).collect())
+    }
+}
+
+/// The events of a raw-event Parquet file, in file order.
+pub fn events_from_parquet(bytes: Bytes) -> Result<Vec<Event>, LakeError> {
+    let mut out = Vec::new();
+    for batch in read_batches(bytes, &raw_event_schema())? {
+        let c = Columns(&batch);
+        let mut message_id = c.str("message_id")?.into_iter();
+        let tenant_id = c.i64("tenant_id")?;
+        let site_id = c.i64("site_id")?;
+        let types = c.str("type")?;
+        let mut name = c.str("name")?.into_iter();
+        let mut anonymous_id = c.str("anonymous_id")?.into_iter();
+        let mut user_id = c.str("user_id")?.into_iter();
+        let mut visitor_id = c.str("visitor_id")?.into_iter();
+        let timestamp = c.ts("timestamp")?;
+        let original = c.ts("original_timestamp")?;
+        let sent_at = c.ts("sent_at")?;
+        let received_at = c.ts("received_at")?;
+        let mut ip = c.str("ip_truncated")?.into_iter();
+        let mut ua = c.str("user_agent")?.into_iter();
+        let mut url = c.str("page_url")?.into_iter();
+        let mut referrer = c.str("page_referrer")?.into_iter();
+        let mut title = c.str("page_title")?.into_iter();
+        let mut locale = c.str("locale")?.into_iter();
+        let mut group_id = c.str("group_id")?.into_iter();
+        let mut previous_id = c.str("previous_id")?.into_iter();
+        let mut context = c.str("context")?.into_iter();
+        let mut properties = c.str("properties")?.into_iter();
+        let mut traits = c.str("traits")?.into_iter();
+        for i in 0..batch.num_rows() {
+            let mut e = Event {
+                message_id: message_id.next().unwrap_or_default(),
+                tenant_id: tenant_id[i],
+                site_id: site_id[i],
+                name: name.next().unwrap_or_default(),
+                anonymous_id: anonymous_id.next().unwrap_or_default(),
+                user_id: user_id.next().unwrap_or_default(),
+                visitor_id: visitor_id.next().unwrap_or_default(),
+                timestamp_us: timestamp[i],
+                original_timestamp_us: original[i],
+                sent_at_us: sent_at[i],
+                received_at_us: received_at[i],
+                ip_truncated: ip.next().unwrap_or_default(),
+                user_agent: ua.next().unwrap_or_default(),
+                page_url: url.next().unwrap_or_default(),
+                page_referrer: referrer.next().unwrap_or_default(),
+                page_title: title.next().unwrap_or_default(),
+                locale: locale.next().unwrap_or_default(),
+                group_id: group_id.next().unwrap_or_default(),
+                previous_id: previous_id.next().unwrap_or_default(),
+                context_json: context.next().unwrap_or_default().into_bytes().into(),
+                properties_json: properties.next().unwrap_or_default().into_bytes().into(),
+                traits_json: traits.next().unwrap_or_default().into_bytes().into(),
+                ..Default::default()
+            };
+            e.set_type(event_type_from_name(&types[i]));
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// The invalid events of an error Parquet file, in file order.
+pub fn invalid_from_parquet(bytes: Bytes) -> Result<Vec<InvalidEvent>, LakeError> {
+    let mut out = Vec::new();
+    for batch in read_batches(bytes, &invalid_event_schema())? {
+        let c = Columns(&batch);
+        let tenant_id = c.i64("tenant_id")?;
+        let site_id = c.i64("site_id")?;
+        let mut reason = c.str("error_reason")?.into_iter();
+        let mut detail = c.str("detail")?.into_iter();
+        let mut raw = c.bin("raw")?.into_iter();
+        let received_at = c.ts("received_at")?;
+        let mut message_id = c.str("message_id")?.into_iter();
+        for i in 0..batch.num_rows() {
+            out.push(InvalidEvent {
+                tenant_id: tenant_id[i],
+                site_id: site_id[i],
+                reason: reason.next().unwrap_or_default(),
+                detail: detail.next().unwrap_or_default(),
+                raw: raw.next().unwrap_or_default().into(),
+                received_at_us: received_at[i],
+                message_id: message_id.next().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Array;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use sightline_proto::events::v1::EventType;
+
+    use super::*;
+
+    /// An event with every field set to a distinct value.
+    fn full_event(n: i64) -> Event {
+        let mut e = Event {
+            message_id: format!("msg-{n}"),
+            tenant_id: 7,
+            site_id: 70 + n,
+            name: "Order Completed".into(),
+            anonymous_id: format!("anon-{n}"),
+            user_id: "user-1".into(),
+            visitor_id: "visitor-1".into(),
+            timestamp_us: 1_741_564_799_000_000 + n,
+            original_timestamp_us: 1_741_564_700_000_000,
+            sent_at_us: 1_741_564_701_000_000,
+            received_at_us: 1_741_564_702_000_000,
+            ip_truncated: "203.0.113.0".into(),
+            user_agent: "Mozilla/5.0".into(),
+            page_url: "https://shop.example/cart?x=1".into(),
+            page_referrer: "https://www.google.com/".into(),
+            page_title: "Cart — Shop ✓".into(),
+            locale: "fr-FR".into(),
+            group_id: "group-9".into(),
+            previous_id: "prev-3".into(),
+            context_json: Bytes::from_static(br#"{"library":{"name":"analytics.js"}}"#),
+            properties_json: Bytes::from_static(br#"{"revenue":12.5,"currency":"EUR"}"#),
+            traits_json: Bytes::from_static(br#"{"plan":"pro"}"#),
+            ..Default::default()
+        };
+        e.set_type(EventType::Track);
+        e
+    }
+
+    #[test]
+    fn events_with_every_field_set_round_trip() {
+        let mut events: Vec<Event> = (0..3).map(full_event).collect();
+        events[1].set_type(EventType::Alias);
+        let bytes = events_to_parquet(&events).unwrap();
+        assert_eq!(events_from_parquet(bytes).unwrap(), events);
+    }
+
+    #[test]
+    fn absent_fields_round_trip_as_nulls() {
+        let mut e = Event {
+            message_id: "m".into(),
+            visitor_id: "v".into(),
+            timestamp_us: 1,
+            original_timestamp_us: 1,
+            received_at_us: 2,
+            ..Default::default()
+        };
+        e.set_type(EventType::Page);
+        let batch = events_to_record_batch(std::slice::from_ref(&e)).unwrap();
+        assert!(batch.column_by_name("sent_at").unwrap().is_null(0));
+        assert!(batch.column_by_name("properties").unwrap().is_null(0));
+        assert!(batch.column_by_name("user_id").unwrap().is_null(0));
+        let bytes = write_parquet(&batch).unwrap();
+        assert_eq!(events_from_parquet(bytes).unwrap(), vec![e]);
+    }
+
+    #[test]
+    fn files_are_zstd_compressed() {
+        let bytes = events_to_parquet(&[full_event(1)]).unwrap();
+        let reader = SerializedFileReader::new(bytes).unwrap();
+        let rg = reader.metadata().row_group(0);
+        for col in rg.columns() {
+            assert!(
+                matches!(col.compression(), Compression::ZSTD(_)),
+                "{:?}",
+                col.compression()
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_events_round_trip_with_non_utf8_raw_bytes() {
+        let invalid = vec![
+            InvalidEvent {
+                tenant_id: 1,
+                site_id: 2,
+                reason: "event_too_large".into(),
+                detail: "33 KB, limit 32 KB".into(),
+                raw: Bytes::from_static(&[0xff, 0xfe, b'{']),
+                received_at_us: 1_741_564_702_000_000,
+                message_id: "m1".into(),
+            },
+            InvalidEvent {
+                reason: "unparseable".into(),
+                received_at_us: 5,
+                ..Default::default()
+            },
+        ];
+        let bytes = invalid_to_parquet(&invalid).unwrap();
+        assert_eq!(invalid_from_parquet(bytes).unwrap(), invalid);
+    }
+
+    #[test]
+    fn a_file_of_the_other_schema_is_refused() {
+        let bytes = invalid_to_parquet(&[InvalidEvent::default()]).unwrap();
+        assert!(matches!(
+            events_from_parquet(bytes),
+            Err(LakeError::Schema(_))
+        ));
+    }
+}
