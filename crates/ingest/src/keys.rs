@@ -121,6 +121,7 @@ impl KeyCache {
         // committed late with an earlier `updated_at` is not missed.
         const OVERLAP: chrono::Duration = chrono::Duration::seconds(5);
         let mut since: Option<DateTime<Utc>> = None;
+        let mut loaded = false;
         loop {
             match repo
                 .write_keys_changed_since(since.map(|s| s - OVERLAP))
@@ -128,16 +129,16 @@ impl KeyCache {
             {
                 Ok(rows) => {
                     self.apply(&rows);
+                    // Until a first key exists every refresh is a full (empty) load.
                     if let Some(newest) = rows.iter().map(|r| r.updated_at).max() {
                         since = Some(since.map_or(newest, |s| s.max(newest)));
-                    } else if since.is_none() {
-                        since = Some(DateTime::<Utc>::MIN_UTC + OVERLAP);
                     }
+                    loaded = true;
                     health.ready();
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot refresh write keys, keeping the last known ones");
-                    if since.is_none() {
+                    if !loaded {
                         health.not_ready(format!("write keys not loaded: {error}"));
                     }
                 }

@@ -507,3 +507,27 @@ async fn browsers_get_cors_and_traces_continue_into_the_broker() {
     );
     ingest.finish().await;
 }
+
+#[tokio::test]
+async fn a_key_issued_after_start_is_accepted_within_the_refresh_interval() {
+    // A newcomer's first run: ingest starts on an empty database, then the key is created.
+    let ingest = TestIngest::start_with(support::Options {
+        key_after_start: true,
+        ..Default::default()
+    })
+    .await;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = ingest
+            .post("/v1/track", &track("u1", "First", "m-first"))
+            .await
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the new key is accepted");
+    ingest.finish().await;
+}

@@ -47,6 +47,8 @@ pub struct Options {
     pub env: Vec<(&'static str, String)>,
     /// The write key's own rate.
     pub key_rate: Option<i32>,
+    /// Issue the write key only once ingest is running (it starts with no key at all).
+    pub key_after_start: bool,
 }
 
 fn unique(prefix: &str) -> String {
@@ -107,10 +109,11 @@ impl TestIngest {
             })
             .await
             .unwrap();
-        let key = store
-            .issue_write_key(tenant.id, site.id, options.key_rate)
-            .await
-            .unwrap();
+        let issue_key = || store.issue_write_key(tenant.id, site.id, options.key_rate);
+        let early_key = match options.key_after_start {
+            false => Some(issue_key().await.unwrap()),
+            true => None,
+        };
 
         let http_listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let admin_listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -125,10 +128,10 @@ impl TestIngest {
             },
             shutdown.clone(),
         ));
-        let this = Self {
+        let mut this = Self {
             base,
             admin,
-            key: key.key,
+            key: early_key.map(|k| k.key).unwrap_or_default(),
             tenant_id: tenant.id,
             site_id: site.id,
             namespace,
@@ -142,6 +145,14 @@ impl TestIngest {
             this.wait_ready(true, Duration::from_secs(20)).await,
             "ingest did not become ready: is RabbitMQ running at 127.0.0.1:5672?"
         );
+        if this.key.is_empty() {
+            this.key = this
+                .store
+                .issue_write_key(this.tenant_id, this.site_id, options.key_rate)
+                .await
+                .unwrap()
+                .key;
+        }
         this
     }
 
