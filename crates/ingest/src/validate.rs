@@ -74,15 +74,7 @@ pub struct Rules {
 
 /// Parses a Segment call type.
 pub fn parse_type(name: &str) -> Option<EventType> {
-    Some(match name {
-        "track" => EventType::Track,
-        "page" => EventType::Page,
-        "screen" => EventType::Screen,
-        "identify" => EventType::Identify,
-        "group" => EventType::Group,
-        "alias" => EventType::Alias,
-        _ => return None,
-    })
+    EventType::from_segment_name(name)
 }
 
 fn parse_time(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, Rejection> {

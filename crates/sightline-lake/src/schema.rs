@@ -74,28 +74,12 @@ pub fn invalid_event_schema() -> SchemaRef {
 
 /// The `type` column's value for an event type.
 pub fn event_type_name(t: EventType) -> &'static str {
-    match t {
-        EventType::Unspecified => "unspecified",
-        EventType::Track => "track",
-        EventType::Page => "page",
-        EventType::Screen => "screen",
-        EventType::Identify => "identify",
-        EventType::Group => "group",
-        EventType::Alias => "alias",
-    }
+    t.segment_name()
 }
 
 /// The event type of a `type` column value (`unspecified` for anything unknown).
 pub fn event_type_from_name(name: &str) -> EventType {
-    match name {
-        "track" => EventType::Track,
-        "page" => EventType::Page,
-        "screen" => EventType::Screen,
-        "identify" => EventType::Identify,
-        "group" => EventType::Group,
-        "alias" => EventType::Alias,
-        _ => EventType::Unspecified,
-    }
+    EventType::from_segment_name(name).unwrap_or(EventType::Unspecified)
 }
 
 #[cfg(test)]

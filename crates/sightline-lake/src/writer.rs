@@ -25,12 +25,30 @@ impl<T> Default for Part<'_, T> {
     }
 }
 
-/// Batches sorted by id, so the same set of batches gives byte-identical objects however it was
-/// buffered.
-fn sorted_by_id<B>(batches: &[B], id: impl Fn(&B) -> &str) -> Vec<&B> {
+/// Groups the rows of `batches` by partition, each batch id once, batches in id order so the
+/// same set of batches gives byte-identical objects however it was buffered.
+fn group<'a, B, R: Clone + 'a, P: Ord>(
+    batches: &'a [B],
+    id: impl Fn(&B) -> &str,
+    rows: impl Fn(&'a B) -> &'a [R],
+    partition_of: impl Fn(&R) -> Result<P, LakeError>,
+) -> Result<BTreeMap<P, Part<'a, R>>, LakeError> {
     let mut sorted: Vec<&B> = batches.iter().collect();
     sorted.sort_by(|a, b| id(a).cmp(id(b)));
-    sorted
+    let mut parts: BTreeMap<P, Part<'a, R>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for batch in sorted {
+        let batch_id = id(batch);
+        if !seen.insert(batch_id) {
+            continue;
+        }
+        for row in rows(batch) {
+            let part = parts.entry(partition_of(row)?).or_default();
+            part.batch_ids.insert(batch_id);
+            part.rows.push(row.clone());
+        }
+    }
+    Ok(parts)
 }
 
 /// Writes the events of `batches` as one Parquet object per tenant and UTC hour of event time,
@@ -42,20 +60,12 @@ pub async fn write_raw_batches(
     store: &dyn ObjectStore,
     batches: &[EventBatch],
 ) -> Result<Vec<String>, LakeError> {
-    let mut parts: BTreeMap<RawPartition, Part<'_, Event>> = BTreeMap::new();
-    let mut seen = BTreeSet::new();
-    for batch in sorted_by_id(batches, |b| &b.batch_id) {
-        if !seen.insert(batch.batch_id.as_str()) {
-            continue;
-        }
-        for event in &batch.events {
-            let part = parts
-                .entry(RawPartition::of_event(event.tenant_id, event.timestamp_us)?)
-                .or_default();
-            part.batch_ids.insert(&batch.batch_id);
-            part.rows.push(event.clone());
-        }
-    }
+    let parts = group(
+        batches,
+        |b| &b.batch_id,
+        |b| &b.events,
+        |e: &Event| RawPartition::of_event(e.tenant_id, e.timestamp_us),
+    )?;
     let mut keys = Vec::with_capacity(parts.len());
     for (partition, part) in parts {
         let key = partition.key(&part_id(part.batch_ids.iter().copied()));
@@ -71,23 +81,12 @@ pub async fn write_invalid_batches(
     store: &dyn ObjectStore,
     batches: &[InvalidEventBatch],
 ) -> Result<Vec<String>, LakeError> {
-    let mut parts: BTreeMap<ErrorPartition, Part<'_, InvalidEvent>> = BTreeMap::new();
-    let mut seen = BTreeSet::new();
-    for batch in sorted_by_id(batches, |b| &b.batch_id) {
-        if !seen.insert(batch.batch_id.as_str()) {
-            continue;
-        }
-        for event in &batch.events {
-            let part = parts
-                .entry(ErrorPartition::of_invalid(
-                    event.received_at_us,
-                    &event.reason,
-                )?)
-                .or_default();
-            part.batch_ids.insert(&batch.batch_id);
-            part.rows.push(event.clone());
-        }
-    }
+    let parts = group(
+        batches,
+        |b| &b.batch_id,
+        |b| &b.events,
+        |e: &InvalidEvent| ErrorPartition::of_invalid(e.received_at_us, &e.reason),
+    )?;
     let mut keys = Vec::with_capacity(parts.len());
     for (partition, part) in parts {
         let key = partition.key(&part_id(part.batch_ids.iter().copied()));

@@ -8,5 +8,33 @@ pub mod events {
     pub mod v1 {
         #![allow(clippy::all, missing_docs)]
         include!(concat!(env!("OUT_DIR"), "/sightline.events.v1.rs"));
+
+        impl EventType {
+            /// The Segment call name (`track`, `page`, …; `unspecified` for the zero value).
+            pub fn segment_name(self) -> &'static str {
+                match self {
+                    Self::Unspecified => "unspecified",
+                    Self::Track => "track",
+                    Self::Page => "page",
+                    Self::Screen => "screen",
+                    Self::Identify => "identify",
+                    Self::Group => "group",
+                    Self::Alias => "alias",
+                }
+            }
+
+            /// The type of a Segment call name; `None` for anything else.
+            pub fn from_segment_name(name: &str) -> Option<Self> {
+                Some(match name {
+                    "track" => Self::Track,
+                    "page" => Self::Page,
+                    "screen" => Self::Screen,
+                    "identify" => Self::Identify,
+                    "group" => Self::Group,
+                    "alias" => Self::Alias,
+                    _ => return None,
+                })
+            }
+        }
     }
 }
