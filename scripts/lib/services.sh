@@ -72,6 +72,16 @@ ensure_s3() {
   log "s3s-fs did not start (see $cache/s3/s3s-fs.log)"; return 1
 }
 
+# Python 3 with venv and pip: the SDK tests, the Helm check and the DuckDB checks of the lake
+# tests (crates/sightline-testkit creates its virtualenv with DuckDB on first use) need it.
+ensure_python_venv() {
+  if command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    return 0
+  fi
+  log "installing Python 3 with venv and pip"
+  apt_install python3 python3-venv python3-pip
+}
+
 # Cargo's build folder lives outside the clone so fresh clones build incrementally.
 use_shared_target() {
   export SIGHTLINE_CACHE="${SIGHTLINE_CACHE:-$HOME/.cache/sightline}"

@@ -14,7 +14,8 @@ use std::{
 
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use support::{Options, TestIngest, proxy::Proxy, track};
+use sightline_testkit::proxy::Proxy;
+use support::{Options, TestIngest, track};
 
 /// Message ids of every event in a consumer group's queues, with how often each appears.
 async fn published_ids(ingest: &TestIngest, group: &str) -> HashMap<String, usize> {

@@ -4,8 +4,11 @@ use crate::BrokerError;
 
 /// How a delivery is settled with the backend it came from.
 pub(crate) enum Settle {
-    /// A RabbitMQ delivery tag on its channel.
-    Rabbit(lapin::Acker),
+    /// A RabbitMQ delivery tag on its channel, and where dead letters go.
+    Rabbit {
+        acker: lapin::Acker,
+        dead_letters: crate::rabbitmq::consumer::DeadLetters,
+    },
 }
 
 /// A message taken from the broker; the broker keeps it until [`Delivery::ack`].
@@ -18,6 +21,9 @@ pub struct Delivery {
     pub traceparent: Option<String>,
     /// Whether the broker delivered this message before (a consumer died holding it).
     pub redelivered: bool,
+    /// Earlier deliveries of this message that were given back (RabbitMQ quorum queues'
+    /// `x-delivery-count`); the broker dead-letters it once this reaches the delivery limit.
+    pub delivery_count: u32,
     /// The encoded payload.
     pub payload: Vec<u8>,
     pub(crate) settle: Settle,
@@ -38,7 +44,7 @@ impl Delivery {
     /// Acknowledges: the broker forgets the message. Call only once its effects are durable.
     pub async fn ack(&self) -> Result<(), BrokerError> {
         match &self.settle {
-            Settle::Rabbit(acker) => acker
+            Settle::Rabbit { acker, .. } => acker
                 .ack(lapin::options::BasicAckOptions::default())
                 .await
                 .map(|_| ())
@@ -50,7 +56,7 @@ impl Delivery {
     /// dead-letters a message once its delivery limit is reached).
     pub async fn nack(&self, requeue: bool) -> Result<(), BrokerError> {
         match &self.settle {
-            Settle::Rabbit(acker) => acker
+            Settle::Rabbit { acker, .. } => acker
                 .nack(lapin::options::BasicNackOptions {
                     requeue,
                     ..Default::default()
@@ -59,6 +65,20 @@ impl Delivery {
                 .map(|_| ())
                 .map_err(|e| BrokerError::Protocol(e.to_string())),
         }
+    }
+}
+
+impl Delivery {
+    /// Moves the message to the dead-letter queue with `reason` (a header operators read),
+    /// waiting for the broker to confirm the copy before acknowledging the original: a message
+    /// the consumer can never process is kept for inspection, not lost and not retried forever.
+    pub async fn dead_letter(&self, queue: &str, reason: &str) -> Result<(), BrokerError> {
+        match &self.settle {
+            Settle::Rabbit { dead_letters, .. } => {
+                dead_letters.publish(self, queue, reason).await?
+            }
+        }
+        self.ack().await
     }
 }
 

@@ -95,3 +95,26 @@ pub struct ReadToken {
     /// Set once revoked.
     pub revoked_at: Option<DateTime<Utc>>,
 }
+
+/// Where an archive flush is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum ArchiveFlushState {
+    /// Intent recorded; its objects may be missing or partly written.
+    Pending,
+    /// Every object written.
+    Stored,
+}
+
+/// An archive flush that holds some of the batches asked about.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ArchiveFlush {
+    /// The flush.
+    pub flush_id: uuid::Uuid,
+    /// Pending or stored.
+    pub state: ArchiveFlushState,
+    /// Every object key the flush writes.
+    pub keys: Vec<String>,
+    /// The batches asked about that this flush holds (it may hold others too).
+    pub batch_ids: Vec<String>,
+}

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::{DbError, NewSite, ReadScope, ReadToken, Site, Tenant, WriteKey};
+use crate::{ArchiveFlush, DbError, NewSite, ReadScope, ReadToken, Site, Tenant, WriteKey};
 
 /// Tenants.
 #[async_trait]
@@ -61,4 +61,33 @@ pub trait ReadTokens: Send + Sync {
     async fn list_read_tokens(&self, tenant_id: Option<i64>) -> Result<Vec<ReadToken>, DbError>;
     /// The live token matching this clear text.
     async fn authenticate_read_token(&self, token: &str) -> Result<Option<ReadToken>, DbError>;
+}
+
+/// The archive consumer group's ledger of which broker batches went into which lake objects
+/// (`migrations/0003_archive_ledger.sql`). Batch ids are per queue.
+#[async_trait]
+pub trait ArchiveLedger: Send + Sync {
+    /// The flushes of `queue` holding any of `batch_ids`, each with those of `batch_ids` it holds.
+    async fn archive_flushes_holding(
+        &self,
+        queue: &str,
+        batch_ids: &[String],
+    ) -> Result<Vec<ArchiveFlush>, DbError>;
+    /// Records, in one transaction, a pending flush of `queue` that will write `keys` and holds
+    /// `batch_ids`. [`DbError::Conflict`] when one of the batches is recorded already.
+    async fn begin_archive_flush(
+        &self,
+        flush_id: uuid::Uuid,
+        queue: &str,
+        keys: &[String],
+        batch_ids: &[String],
+    ) -> Result<(), DbError>;
+    /// Marks a pending flush stored. [`DbError::NotFound`] when it is no longer pending (another
+    /// consumer cleaned it up meanwhile).
+    async fn finish_archive_flush(&self, flush_id: uuid::Uuid) -> Result<(), DbError>;
+    /// Forgets a flush and its batches (once its objects are deleted).
+    async fn forget_archive_flush(&self, flush_id: uuid::Uuid) -> Result<(), DbError>;
+    /// Forgets up to `limit` stored flushes created before `before`; returns how many.
+    async fn prune_archive_ledger(&self, before: DateTime<Utc>, limit: i64)
+    -> Result<u64, DbError>;
 }

@@ -3,7 +3,8 @@
 //! Layers, later ones winning: the embedded defaults of every crate a service uses
 //! (`include_str!` of their `default.toml`), an optional TOML file, then environment variables
 //! `SIGHTLINE__SECTION__KEY` (double underscores separate levels; `SIGHTLINE__INGEST__LISTEN`
-//! sets `ingest.listen`). Tests pass the environment as a map instead of mutating the process
+//! sets `ingest.listen`). Keys registered with [`ConfigLoader::list`] take comma-separated lists
+//! from the environment (`SIGHTLINE__STREAM__GROUPS=rollup,archive`). Tests pass the environment as a map instead of mutating the process
 //! environment.
 
 use std::{collections::HashMap, fmt, path::PathBuf};
@@ -19,6 +20,7 @@ pub struct ConfigLoader {
     defaults: Vec<&'static str>,
     file: Option<PathBuf>,
     env: Option<HashMap<String, String>>,
+    lists: Vec<&'static str>,
 }
 
 impl ConfigLoader {
@@ -30,6 +32,12 @@ impl ConfigLoader {
     /// Adds an embedded TOML document of defaults (applied in the order added).
     pub fn defaults(mut self, toml: &'static str) -> Self {
         self.defaults.push(toml);
+        self
+    }
+
+    /// Declares `key` (`section.key`) a list, written comma-separated in the environment.
+    pub fn list(mut self, key: &'static str) -> Self {
+        self.lists.push(key);
         self
     }
 
@@ -62,6 +70,13 @@ impl ConfigLoader {
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true);
+        let env = if self.lists.is_empty() {
+            env
+        } else {
+            self.lists.iter().fold(env.list_separator(","), |env, key| {
+                env.with_list_parse_key(key)
+            })
+        };
         let env = match &self.env {
             Some(map) => env.source(Some(map.clone().into_iter().collect())),
             None => env,

@@ -24,4 +24,4 @@ pub use config::{LakeConfig, LakeKind, S3Config};
 pub use error::LakeError;
 pub use s3::S3Store;
 pub use store::{LocalStore, ObjectStore};
-pub use writer::{write_invalid_batches, write_raw_batches};
+pub use writer::{invalid_keys, raw_keys, write_invalid_batches, write_raw_batches};

@@ -25,6 +25,15 @@ impl<T> Default for Part<'_, T> {
     }
 }
 
+/// `batches` in id order, each batch id once (the first of duplicates).
+fn unique_sorted<'a, B>(batches: &'a [B], id: &impl Fn(&B) -> &str) -> Vec<&'a B> {
+    let mut sorted: Vec<&B> = batches.iter().collect();
+    // Stable: of two batches with one id, the first given is kept.
+    sorted.sort_by(|a, b| id(a).cmp(id(b)));
+    sorted.dedup_by(|b, a| id(a) == id(b));
+    sorted
+}
+
 /// Groups the rows of `batches` by partition, each batch id once, batches in id order so the
 /// same set of batches gives byte-identical objects however it was buffered.
 fn group<'a, B, R: Clone + 'a, P: Ord>(
@@ -33,15 +42,9 @@ fn group<'a, B, R: Clone + 'a, P: Ord>(
     rows: impl Fn(&'a B) -> &'a [R],
     partition_of: impl Fn(&R) -> Result<P, LakeError>,
 ) -> Result<BTreeMap<P, Part<'a, R>>, LakeError> {
-    let mut sorted: Vec<&B> = batches.iter().collect();
-    sorted.sort_by(|a, b| id(a).cmp(id(b)));
     let mut parts: BTreeMap<P, Part<'a, R>> = BTreeMap::new();
-    let mut seen = BTreeSet::new();
-    for batch in sorted {
+    for batch in unique_sorted(batches, &id) {
         let batch_id = id(batch);
-        if !seen.insert(batch_id) {
-            continue;
-        }
         for row in rows(batch) {
             let part = parts.entry(partition_of(row)?).or_default();
             part.batch_ids.insert(batch_id);
@@ -49,6 +52,56 @@ fn group<'a, B, R: Clone + 'a, P: Ord>(
         }
     }
     Ok(parts)
+}
+
+/// The batch ids of each partition `batches` fill, as [`group`] sees them, without copying rows.
+fn plan<'a, B, R: 'a, P: Ord>(
+    batches: &'a [B],
+    id: impl Fn(&B) -> &str,
+    rows: impl Fn(&'a B) -> &'a [R],
+    partition_of: impl Fn(&R) -> Result<P, LakeError>,
+) -> Result<BTreeMap<P, BTreeSet<&'a str>>, LakeError> {
+    let mut parts: BTreeMap<P, BTreeSet<&'a str>> = BTreeMap::new();
+    for batch in unique_sorted(batches, &id) {
+        let batch_id = id(batch);
+        for row in rows(batch) {
+            parts
+                .entry(partition_of(row)?)
+                .or_default()
+                .insert(batch_id);
+        }
+    }
+    Ok(parts)
+}
+
+/// The keys [`write_raw_batches`] writes for `batches`, in the same order, without writing
+/// anything: what a writer records as its intent before it writes.
+pub fn raw_keys(batches: &[EventBatch]) -> Result<Vec<String>, LakeError> {
+    let parts = plan(
+        batches,
+        |b| &b.batch_id,
+        |b| &b.events,
+        |e: &Event| RawPartition::of_event(e.tenant_id, e.timestamp_us),
+    )?;
+    Ok(parts
+        .into_iter()
+        .map(|(partition, ids)| partition.key(&part_id(ids)))
+        .collect())
+}
+
+/// The keys [`write_invalid_batches`] writes for `batches`, in the same order, without writing
+/// anything.
+pub fn invalid_keys(batches: &[InvalidEventBatch]) -> Result<Vec<String>, LakeError> {
+    let parts = plan(
+        batches,
+        |b| &b.batch_id,
+        |b| &b.events,
+        |e: &InvalidEvent| ErrorPartition::of_invalid(e.received_at_us, &e.reason),
+    )?;
+    Ok(parts
+        .into_iter()
+        .map(|(partition, ids)| partition.key(&part_id(ids)))
+        .collect())
 }
 
 /// Writes the events of `batches` as one Parquet object per tenant and UTC hour of event time,

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use sightline_broker::BrokerConfig;
 use sightline_db::DatabaseConfig;
 use sightline_kit::{ConfigLoader, Problems, TelemetryConfig};
+use sightline_lake::LakeConfig;
 
 /// The whole document.
 #[derive(Debug, Clone, Deserialize)]
@@ -16,14 +17,23 @@ pub struct Document {
     pub database: DatabaseConfig,
     /// `[broker]`.
     pub broker: BrokerConfig,
+    /// `[lake]`.
+    pub lake: LakeConfig,
     /// `[ingest]`.
     pub ingest: ingest::config::IngestConfig,
+    /// `[stream]`.
+    pub stream: stream_processor::config::StreamConfig,
 }
 
 impl Document {
     /// Every embedded default, then `file`, then the `SIGHTLINE__*` environment.
     pub fn loader(file: Option<std::path::PathBuf>) -> ConfigLoader {
-        ingest::Config::loader().file(file)
+        ingest::Config::loader()
+            .defaults(sightline_lake::config::DEFAULTS)
+            .defaults(stream_processor::config::DEFAULTS)
+            .list("stream.groups")
+            .list("broker.consumer_groups")
+            .file(file)
     }
 
     /// The sections ingest runs on.
@@ -33,6 +43,17 @@ impl Document {
             database: self.database.clone(),
             broker: self.broker.clone(),
             ingest: self.ingest.clone(),
+        }
+    }
+
+    /// The sections the stream processor runs on.
+    pub fn stream(&self) -> stream_processor::Config {
+        stream_processor::Config {
+            telemetry: self.telemetry.clone(),
+            database: self.database.clone(),
+            broker: self.broker.clone(),
+            lake: self.lake.clone(),
+            stream: self.stream.clone(),
         }
     }
 

@@ -34,8 +34,26 @@ enum Command {
     All,
     /// Run the HTTP collector.
     Ingest,
+    /// Run the stream processor (rollup and archive consumer groups).
+    Stream,
     /// Administration: migrations, tenants, sites, keys and tokens.
     Admin(admin::AdminArgs),
+}
+
+/// A service this binary can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Ingest,
+    Stream,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::Ingest => "sightline-ingest",
+            Service::Stream => "sightline-stream-processor",
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,40 +82,91 @@ fn main() -> std::process::ExitCode {
                     eprintln!("cannot migrate the database: {error}");
                     return std::process::ExitCode::FAILURE;
                 }
-                run_ingest(&document).await
+                run_services(&document, &[Service::Ingest, Service::Stream]).await
             }
-            Command::Ingest => run_ingest(&document).await,
+            Command::Ingest => run_services(&document, &[Service::Ingest]).await,
+            Command::Stream => run_services(&document, &[Service::Stream]).await,
         }
     })
 }
 
-async fn run_ingest(document: &Document) -> std::process::ExitCode {
-    let config = document.ingest();
-    exit_on_error(config.validate().into_result());
-    let telemetry = match Telemetry::init("sightline-ingest", &config.telemetry) {
+/// Runs `services` side by side until a signal or until one of them fails, which stops the
+/// others: the process exits non-zero so the orchestrator restarts it.
+async fn run_services(document: &Document, services: &[Service]) -> std::process::ExitCode {
+    let mut problems = document.telemetry.validate();
+    for service in services {
+        problems.extend(match service {
+            Service::Ingest => document.ingest().validate(),
+            Service::Stream => document.stream().validate(),
+        });
+    }
+    exit_on_error(problems.into_result());
+    let name = match services {
+        [one] => one.name(),
+        _ => "sightline",
+    };
+    let telemetry = match Telemetry::init(name, &document.telemetry) {
         Ok(t) => t,
         Err(error) => {
             eprintln!("{error}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let listeners = match ingest::Listeners::bind(&config.ingest) {
-        Ok(l) => l,
-        Err(error) => {
-            tracing::error!(%error, listen = %config.ingest.listen, "cannot bind");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals();
-    let result = ingest::run(config, listeners, shutdown.clone()).await;
-    telemetry.shutdown();
-    match result {
-        Ok(()) if !shutdown.has_failed() => std::process::ExitCode::SUCCESS,
-        Ok(()) => std::process::ExitCode::FAILURE,
-        Err(error) => {
-            tracing::error!(%error, "ingest failed");
-            std::process::ExitCode::FAILURE
+    let mut tasks = Vec::new();
+    for &service in services {
+        let task = match service {
+            Service::Ingest => {
+                let config = document.ingest();
+                let listeners = match ingest::Listeners::bind(&config.ingest) {
+                    Ok(l) => l,
+                    Err(error) => {
+                        tracing::error!(%error, listen = %config.ingest.listen, "cannot bind");
+                        shutdown.fail(service.name(), &error);
+                        break;
+                    }
+                };
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    // A failed service stops the others at once.
+                    let result = ingest::run(config, listeners, shutdown.clone()).await;
+                    if let Err(error) = &result {
+                        shutdown.fail(service.name(), error);
+                    }
+                })
+            }
+            Service::Stream => {
+                let config = document.stream();
+                let listeners = match stream_processor::Listeners::bind(&config.stream) {
+                    Ok(l) => l,
+                    Err(error) => {
+                        tracing::error!(%error, listen = %config.stream.admin_listen, "cannot bind");
+                        shutdown.fail(service.name(), &error);
+                        break;
+                    }
+                };
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    // A failed service stops the others at once.
+                    let result = stream_processor::run(config, listeners, shutdown.clone()).await;
+                    if let Err(error) = &result {
+                        shutdown.fail(service.name(), error);
+                    }
+                })
+            }
+        };
+        tasks.push((service, task));
+    }
+    for (service, task) in tasks {
+        if let Err(panic) = task.await {
+            shutdown.fail(service.name(), &panic);
         }
+    }
+    telemetry.shutdown();
+    if shutdown.has_failed() {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
     }
 }

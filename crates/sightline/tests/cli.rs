@@ -1,76 +1,15 @@
 //! End-to-end: the real `sightline` binary against real PostgreSQL and RabbitMQ.
 
+mod support;
+
 use std::{
-    net::TcpListener,
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use prost::Message as _;
-use serde_json::Value;
 use sightline_broker::Subscription as _;
-
-const PG: &str = "postgres://postgres@127.0.0.1:5432";
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-struct Env {
-    database: String,
-    namespace: String,
-}
-
-impl Env {
-    fn new() -> Self {
-        let id = &uuid::Uuid::new_v4().simple().to_string()[..12];
-        Self {
-            database: format!("t_cli_{id}"),
-            namespace: format!("t_cli_{id}"),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sightline"));
-        c.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "SIGHTLINE__DATABASE__URL",
-                format!("{PG}/{}", self.database),
-            )
-            .env("SIGHTLINE__BROKER__NAMESPACE", &self.namespace)
-            .env("SIGHTLINE__BROKER__PARTITIONS", "2")
-            .env("SIGHTLINE__TELEMETRY__LOG_LEVEL", "warn");
-        c
-    }
-
-    /// Runs `sightline` with a command line of space-separated arguments.
-    fn run(&self, line: &str) -> Output {
-        let args: Vec<&str> = line.split_whitespace().collect();
-        self.command(&args).output().expect("the binary runs")
-    }
-
-    /// Runs a command that must succeed and print JSON.
-    fn json(&self, line: &str) -> Value {
-        let out = self.run(line);
-        assert!(
-            out.status.success(),
-            "{line}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("JSON output")
-    }
-
-    async fn drop_database(&self) {
-        use sqlx::Connection as _;
-        if let Ok(mut c) = sqlx::PgConnection::connect(&format!("{PG}/postgres")).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.database
-            )))
-            .execute(&mut c)
-            .await;
-        }
-    }
-}
+use support::{AMQP, Env, PG, free_port};
 
 #[test]
 fn an_invalid_configuration_lists_every_problem_and_exits_64() {
@@ -177,14 +116,6 @@ async fn operators_administer_tenants_sites_keys_and_tokens() {
     env.drop_database().await;
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn the_ingest_binary_serves_then_drains_on_sigterm() {
     let env = Env::new();
@@ -267,9 +198,10 @@ async fn the_ingest_binary_serves_then_drains_on_sigterm() {
     for group in ["rollup", "archive"] {
         for p in 0..2 {
             let queue = format!("{}.{group}.p{p}", env.namespace);
-            let mut sub = sightline_broker::rabbitmq::consume(&conn, &queue, "e2e", 10)
-                .await
-                .unwrap();
+            let mut sub =
+                sightline_broker::rabbitmq::consume(&conn, &queue, "e2e", 10, "unused.dlx")
+                    .await
+                    .unwrap();
             while let Ok(Some(Ok(d))) =
                 tokio::time::timeout(Duration::from_millis(300), sub.next()).await
             {

@@ -87,3 +87,34 @@ app.kubernetes.io/part-of: sightline
   value: {{ . | quote }}
 {{- end }}
 {{- end }}
+
+{{/*
+"true" when an enabled service reads or writes the lake, else empty. The batch enricher and
+query join here when they are templated.
+*/}}
+{{- define "sightline.lakeUsed" -}}
+{{- $s := .Values.streamProcessor }}
+{{- if and $s.enabled (or $s.rollup.enabled $s.archive.enabled) }}true{{ end }}
+{{- end }}
+
+{{/*
+The S3 lake (`lake.kind = s3`; the local-folder lake is for the single binary) with its
+credentials from the Secret: (dict "ctx" $ "secret" "name").
+*/}}
+{{- define "sightline.lakeEnv" -}}
+{{- $s3 := .ctx.Values.lake.s3 -}}
+- name: SIGHTLINE__LAKE__KIND
+  value: s3
+{{- with $s3.endpoint }}
+- name: SIGHTLINE__LAKE__S3__ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+- name: SIGHTLINE__LAKE__S3__REGION
+  value: {{ required "lake.s3.region is required" $s3.region | quote }}
+- name: SIGHTLINE__LAKE__S3__BUCKET
+  value: {{ required "lake.s3.bucket is required" $s3.bucket | quote }}
+- name: SIGHTLINE__LAKE__S3__FORCE_PATH_STYLE
+  value: {{ $s3.forcePathStyle | toString | quote }}
+{{ include "sightline.secretEnv" (dict "ctx" .ctx "env" "SIGHTLINE__LAKE__S3__ACCESS_KEY_ID" "key" "lakeAccessKeyId" "secret" .secret) }}
+{{ include "sightline.secretEnv" (dict "ctx" .ctx "env" "SIGHTLINE__LAKE__S3__SECRET_ACCESS_KEY" "key" "lakeSecretAccessKey" "secret" .secret) }}
+{{- end }}

@@ -4,8 +4,6 @@
 
 #![allow(dead_code)]
 
-pub mod proxy;
-
 use std::{
     collections::HashMap,
     net::TcpListener,
@@ -18,6 +16,7 @@ use sightline_broker::Subscription as _;
 use sightline_db::{NewSite, PgStore, Sites, Tenants, WriteKeys};
 use sightline_kit::Shutdown;
 use sightline_proto::events::v1::{EventBatch, InvalidEventBatch};
+use sightline_testkit::unique;
 
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -49,13 +48,6 @@ pub struct Options {
     pub key_rate: Option<i32>,
     /// Issue the write key only once ingest is running (it starts with no key at all).
     pub key_after_start: bool,
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
 }
 
 impl TestIngest {
@@ -268,9 +260,10 @@ pub async fn drain_queue(queue: &str) -> Vec<Drained> {
     let conn = Connection::connect(AMQP, ConnectionProperties::default())
         .await
         .expect("RabbitMQ must run at 127.0.0.1:5672 (guest/guest)");
-    let mut sub = sightline_broker::rabbitmq::consume(&conn, queue, "test-drain", 500)
-        .await
-        .expect("queue exists");
+    let mut sub =
+        sightline_broker::rabbitmq::consume(&conn, queue, "test-drain", 500, "unused.dlx")
+            .await
+            .expect("queue exists");
     let mut out = Vec::new();
     while let Ok(Some(delivery)) =
         tokio::time::timeout(Duration::from_millis(300), sub.next()).await

@@ -1,5 +1,6 @@
 //! The PostgreSQL backend.
 
+mod archive;
 mod keys;
 mod tenants;
 mod tokens;

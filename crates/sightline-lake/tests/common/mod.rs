@@ -5,10 +5,10 @@
 use bytes::Bytes;
 use sightline_kit::config::Secret;
 use sightline_lake::{
-    LakeError, ObjectStore, S3Config, S3Store,
+    LakeError, ObjectStore, S3Config, S3Store, invalid_keys,
     layout::{RawPartition, errors_day_prefix, raw_day_prefix, raw_tenant_prefix},
     parquet::{events_from_parquet, invalid_from_parquet},
-    write_invalid_batches, write_raw_batches,
+    raw_keys, write_invalid_batches, write_raw_batches,
 };
 use sightline_proto::events::v1::{Event, EventBatch, EventType, InvalidEvent, InvalidEventBatch};
 
@@ -131,7 +131,11 @@ fn sorted(mut events: Vec<Event>) -> Vec<Event> {
 /// idempotent retries, errors with their reason.
 pub async fn exercise(store: &dyn ObjectStore) {
     let batches = batches();
+    // Planning writes nothing and names exactly the keys the write then produces.
+    let planned = raw_keys(&batches).unwrap();
+    assert!(store.list("").await.unwrap().is_empty());
     let keys = write_raw_batches(store, &batches).await.unwrap();
+    assert_eq!(planned, keys);
     // tenant 1: hours 22, 23 of the 9th and 00 of the 10th; tenant 2: hour 22.
     assert_eq!(keys.len(), 4, "{keys:#?}");
 
@@ -164,15 +168,25 @@ pub async fn exercise(store: &dyn ObjectStore) {
     let mut retry = batches.clone();
     retry.reverse();
     retry.push(batches[0].clone());
+    assert_eq!(raw_keys(&retry).unwrap(), keys);
     let again = write_raw_batches(store, &retry).await.unwrap();
     assert_eq!(again, keys);
+    // One batch alone: the same keys where it filled a partition by itself, another key where
+    // it shared one (tenant 1, hour 22) with the other batch.
+    let alone = raw_keys(&batches[..1]).unwrap();
+    let new: Vec<&String> = alone.iter().filter(|k| !keys.contains(k)).collect();
+    assert_eq!(alone.len(), 3);
+    assert_eq!(new.len(), 1, "{alone:#?}");
+    assert!(new[0].starts_with(&hour.prefix()));
     assert_eq!(store.list(&raw_tenant_prefix(1)).await.unwrap().len(), 3);
     assert_eq!(store.list("raw/").await.unwrap().len(), 4);
 
     // Invalid events, by day of receipt and sanitised reason, reason kept verbatim inside.
+    let planned = invalid_keys(&invalid_batches()).unwrap();
     let error_keys = write_invalid_batches(store, &invalid_batches())
         .await
         .unwrap();
+    assert_eq!(planned, error_keys);
     let listed = store
         .list(&errors_day_prefix(date("2025-03-09")))
         .await

@@ -1,5 +1,6 @@
-//! A TCP proxy in front of RabbitMQ that a test can cut and restore, to take the broker away
-//! from one ingest without disturbing other tests sharing the same RabbitMQ.
+//! A TCP proxy in front of a real service (RabbitMQ, PostgreSQL, the S3 server) that a test can
+//! cut and restore, to take the service away from the code under test without disturbing other
+//! tests sharing the same server.
 
 use std::{
     net::SocketAddr,
@@ -15,7 +16,9 @@ use tokio::{
     task::JoinSet,
 };
 
+/// A proxy on `127.0.0.1:<random port>` forwarding to one upstream address.
 pub struct Proxy {
+    /// Where the proxy listens; point the code under test here.
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
     links: Arc<Mutex<JoinSet<()>>>,
@@ -23,9 +26,12 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Starts forwarding to `upstream` (`host:port`).
     pub async fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
         let cut = Arc::new(AtomicBool::new(false));
         let links = Arc::new(Mutex::new(JoinSet::new()));
         let upstream = upstream.to_string();
@@ -34,7 +40,7 @@ impl Proxy {
             tokio::spawn(async move {
                 while let Ok((mut client, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
-                        drop(client); // refused while the broker is "down"
+                        drop(client); // refused while the service is "down"
                         continue;
                     }
                     let upstream = upstream.clone();
@@ -54,17 +60,28 @@ impl Proxy {
         }
     }
 
+    /// An AMQP URL through the proxy (RabbitMQ's guest account, default vhost).
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)
     }
 
-    /// The broker goes away: open connections drop, new ones are refused.
+    /// A PostgreSQL URL of `database` through the proxy (user `postgres`, trust auth).
+    pub fn postgres_url(&self, database: &str) -> String {
+        format!("postgres://postgres@{}/{database}", self.addr)
+    }
+
+    /// An `http://` endpoint through the proxy (the S3 server).
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The service goes away: open connections drop, new ones are refused.
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         self.links.lock().abort_all();
     }
 
-    /// The broker is back.
+    /// The service is back.
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }

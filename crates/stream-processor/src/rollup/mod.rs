@@ -1,0 +1,406 @@
+//! The rollup consumer group: events to per-minute and per-hour rollups in PostgreSQL.
+//!
+//! Per partition queue, one [`RollupSink`]: messages are decoded and enriched into [`Fact`]s as
+//! they arrive; a flush (every `stream.rollup.flush_interval_ms`, or sooner when full) skips
+//! batches the database already holds, folds the rest into row deltas and visitor states
+//! ([`aggregate::fold`]) and commits everything in one transaction ([`store::commit`]) that
+//! also records the batch ids. Messages are acknowledged after that commit, so a crash at any
+//! point replays from the last commit and counts nothing twice.
+//!
+//! The partition's consumer is the only writer of its rows (one row per shard, see
+//! `migrations/0002_rollups.sql`) and of its visitors, so caches of visitor states and row
+//! sketches stay exact between flushes and are updated only after a commit: a failed flush
+//! leaves them as they were, and the retry recomputes from the same buffer.
+
+pub mod aggregate;
+pub mod fact;
+pub mod state;
+pub mod store;
+
+use std::{collections::HashSet, sync::Arc};
+
+use prost::Message as _;
+use sightline_event::{Enricher, SESSION_TIMEOUT_US, VisitorSketch};
+use sightline_proto::events::v1::EventBatch;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::{
+    Context,
+    config::{ROLLUP, RollupConfig},
+    consumer::PartitionConsumer,
+    metrics::{GroupLabels, SkipLabels, StreamMetrics},
+    sink::{Incoming, Sink, SinkError, Undecodable},
+};
+use aggregate::{FastMap, FoldSettings};
+pub use fact::Fact;
+use state::{Visitor, visitor_hash};
+use store::{Commit, CommitError, RowWrite, SketchCache, SketchKey};
+
+/// The protobuf type name of partition messages.
+pub const EVENT_BATCH: &str = "sightline.events.v1.EventBatch";
+
+/// Visitors are forgotten this long after their visit ended (event time), leaving room for
+/// events that arrive a little out of order.
+const VISITOR_GRACE_US: i64 = 5 * 60 * 1_000_000;
+
+/// Processed batch ids are pruned every this many flushes.
+const PRUNE_EVERY_FLUSHES: u64 = 600;
+
+/// Starts one consumer per rollup partition queue.
+pub(crate) fn start(ctx: &Context, tasks: &mut JoinSet<()>, stop: CancellationToken) {
+    let topology = ctx.config.broker.topology();
+    for partition in 0..ctx.config.broker.partitions {
+        let queue = topology.partition_queue(ROLLUP, partition);
+        let settings =
+            ctx.consumer_settings(ROLLUP, queue, ctx.config.stream.rollup.flush_interval_ms);
+        let sink = RollupSink::new(
+            partition,
+            ctx.store.pool().clone(),
+            ctx.enricher.clone(),
+            ctx.config.stream.rollup.clone(),
+            ctx.metrics.clone(),
+        );
+        let health = ctx.health.register(&format!("rollup.p{partition}"));
+        let consumer = PartitionConsumer::new(settings, sink, health, ctx.metrics.clone());
+        tasks.spawn(consumer.run(stop.clone()));
+    }
+}
+
+/// One decoded message.
+struct Buffered {
+    batch_id: String,
+    facts: Vec<Fact>,
+}
+
+/// The rollups of one partition.
+pub struct RollupSink {
+    shard: i32,
+    pool: PgPool,
+    enricher: Arc<Enricher>,
+    settings: RollupConfig,
+    metrics: StreamMetrics,
+    buffer: Vec<Buffered>,
+    buffered_events: usize,
+    /// Visitor states as committed.
+    visitors: FastMap<u128, Visitor>,
+    /// Row sketches as committed (an empty sketch: the row has none yet).
+    sketches: SketchCache,
+    currencies: FastMap<i64, String>,
+    /// Newest event time committed by this partition; `None` until read.
+    event_watermark_us: Option<i64>,
+    flushes: u64,
+}
+
+impl RollupSink {
+    /// The sink of partition `partition`.
+    pub fn new(
+        partition: u32,
+        pool: PgPool,
+        enricher: Arc<Enricher>,
+        settings: RollupConfig,
+        metrics: StreamMetrics,
+    ) -> Self {
+        Self {
+            shard: i32::try_from(partition).unwrap_or(i32::MAX),
+            pool,
+            enricher,
+            settings,
+            metrics,
+            buffer: Vec::new(),
+            buffered_events: 0,
+            visitors: FastMap::default(),
+            sketches: SketchCache::default(),
+            currencies: FastMap::default(),
+            event_watermark_us: None,
+            flushes: 0,
+        }
+    }
+
+    fn skipped(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.metrics
+                .rollup_skipped
+                .get_or_create(&SkipLabels { reason })
+                .inc_by(n);
+        }
+    }
+
+    /// The buffered batches to count: each batch once, none the database already holds.
+    async fn new_batches<'b>(
+        &self,
+        buffer: &'b [Buffered],
+    ) -> Result<Vec<&'b Buffered>, SinkError> {
+        let mut seen = HashSet::new();
+        let unique: Vec<&Buffered> = buffer
+            .iter()
+            .filter(|b| seen.insert(b.batch_id.as_str()))
+            .collect();
+        let ids: Vec<String> = unique.iter().map(|b| b.batch_id.clone()).collect();
+        let known: HashSet<String> = store::known_batches(&self.pool, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        let fresh: Vec<&Buffered> = unique
+            .into_iter()
+            .filter(|b| !known.contains(&b.batch_id))
+            .collect();
+        if buffer.len() > fresh.len() {
+            let events: usize = buffer
+                .iter()
+                .map(|b| b.facts.len())
+                .sum::<usize>()
+                .saturating_sub(fresh.iter().map(|b| b.facts.len()).sum());
+            self.skipped("duplicate_batch", events as u64);
+        }
+        Ok(fresh)
+    }
+
+    /// Reads what the caches lack for `batches`: visitor states, site currencies, watermark.
+    async fn load_missing(&mut self, batches: &[&Buffered]) -> Result<(), SinkError> {
+        if self.event_watermark_us.is_none() {
+            self.event_watermark_us = Some(
+                store::event_watermark(&self.pool, self.shard)
+                    .await?
+                    .unwrap_or(i64::MIN),
+            );
+        }
+        let mut wanted = HashSet::new();
+        let mut missing = Vec::new();
+        let mut sites = HashSet::new();
+        for fact in batches.iter().flat_map(|b| &b.facts) {
+            if !self.currencies.contains_key(&fact.site_id) {
+                sites.insert(fact.site_id);
+            }
+            if fact.bot.is_some() {
+                continue;
+            }
+            let hash = visitor_hash(fact.tenant_id, fact.site_id, &fact.visitor_id);
+            if !self.visitors.contains_key(&hash) && wanted.insert(hash) {
+                missing.push((fact.tenant_id, fact.site_id, fact.visitor_id.clone()));
+            }
+        }
+        if !missing.is_empty() {
+            for loaded in store::load_visitors(&self.pool, &missing).await? {
+                match loaded {
+                    Ok(v) => {
+                        let hash = visitor_hash(v.tenant_id, v.site_id, &v.visitor_id);
+                        self.visitors.insert(hash, v);
+                    }
+                    // Unreadable state starts the visitor afresh rather than stopping the
+                    // partition; the batch layer recomputes visits exactly.
+                    Err(error) => warn!(%error, "unreadable visitor state ignored"),
+                }
+            }
+        }
+        if !sites.is_empty() {
+            let ids: Vec<i64> = sites.into_iter().collect();
+            for (id, currency) in store::site_currencies(&self.pool, &ids).await? {
+                self.currencies.insert(id, currency);
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the committed sketches of `keys` the cache lacks.
+    async fn load_sketches(&mut self, keys: Vec<SketchKey>) -> Result<(), SinkError> {
+        let missing: Vec<SketchKey> = keys
+            .into_iter()
+            .filter(|k| !self.sketches.contains_key(k))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut found: FastMap<SketchKey, VisitorSketch> = FastMap::default();
+        for (key, bytes) in store::load_sketches(&self.pool, self.shard, &missing).await? {
+            match VisitorSketch::from_bytes(&bytes) {
+                Ok(sketch) => {
+                    found.insert(key, sketch);
+                }
+                Err(error) => warn!(%error, "unreadable stored sketch replaced"),
+            }
+        }
+        for key in missing {
+            let sketch = found.remove(&key).unwrap_or_default();
+            self.sketches.insert(key, sketch);
+        }
+        Ok(())
+    }
+
+    /// Drops cached state no flush will need again: visitors whose visit ended, sketches of
+    /// buckets the stream has moved past (a late event reloads them).
+    fn evict(&mut self, expire_before_us: i64, watermark_us: i64) {
+        self.visitors
+            .retain(|_, v| v.state.last_us >= expire_before_us);
+        let minute_horizon = watermark_us.saturating_sub(2 * 3_600_000_000);
+        let hour_horizon = watermark_us.saturating_sub(26 * 3_600_000_000);
+        self.sketches.retain(|k, _| match k.granularity {
+            "minute" => k.bucket_us >= minute_horizon,
+            _ => k.bucket_us >= hour_horizon,
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for RollupSink {
+    fn accept(&mut self, message: Incoming<'_>) -> Result<(), Undecodable> {
+        if let Some(kind) = message.kind
+            && kind != EVENT_BATCH
+        {
+            return Err(Undecodable(format!(
+                "unexpected message type {kind}, expected {EVENT_BATCH}"
+            )));
+        }
+        let batch = EventBatch::decode(message.payload)
+            .map_err(|e| Undecodable(format!("not an EventBatch: {e}")))?;
+        let batch_id = match (batch.batch_id.as_str(), message.message_id) {
+            ("", Some(id)) if !id.is_empty() => id.to_owned(),
+            ("", _) => return Err(Undecodable("the batch has no id".into())),
+            (id, _) => id.to_owned(),
+        };
+        let facts: Vec<Fact> = batch
+            .events
+            .iter()
+            .map(|e| Fact::of(&self.enricher, e))
+            .collect();
+        self.buffered_events += facts.len();
+        self.buffer.push(Buffered { batch_id, facts });
+        Ok(())
+    }
+
+    fn buffered_events(&self) -> usize {
+        self.buffered_events
+    }
+
+    fn is_full(&self) -> bool {
+        self.buffered_events >= self.settings.max_buffered_events
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        let result = self.flush_buffer(&buffer).await;
+        match result {
+            Ok(()) => {
+                self.buffered_events = 0;
+                Ok(())
+            }
+            Err(e) => {
+                self.buffer = buffer;
+                Err(e)
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.buffer.clear();
+        self.buffered_events = 0;
+    }
+}
+
+impl RollupSink {
+    async fn flush_buffer(&mut self, buffer: &[Buffered]) -> Result<(), SinkError> {
+        let batches = self.new_batches(buffer).await?;
+        self.load_missing(&batches).await?;
+        let now_us = chrono::Utc::now().timestamp_micros();
+        let settings = FoldSettings {
+            now_us,
+            late_max_age_us: i64::try_from(self.settings.late_event_max_age_secs)
+                .unwrap_or(i64::MAX / 1_000_000)
+                .saturating_mul(1_000_000),
+        };
+        let visitors = &self.visitors;
+        let fold = aggregate::fold(
+            batches.iter().flat_map(|b| &b.facts),
+            |hash| visitors.get(&hash).cloned(),
+            &self.currencies,
+            settings,
+        );
+
+        // Full sketches after the flush: the committed ones united with this flush's visitors.
+        let keyed: Vec<(SketchKey, &aggregate::RowDelta)> = fold
+            .rows
+            .iter()
+            .map(|(key, delta)| (SketchKey::of(key, fold.values.get(key.value)), delta))
+            .collect();
+        self.load_sketches(
+            keyed
+                .iter()
+                .filter(|(_, d)| d.visitors.is_some())
+                .map(|(k, _)| k.clone())
+                .collect(),
+        )
+        .await?;
+        let mut merged: Vec<(SketchKey, VisitorSketch)> = Vec::new();
+        let mut rows = Vec::with_capacity(keyed.len());
+        for (key, delta) in &keyed {
+            let visitors = match &delta.visitors {
+                Some(new) => {
+                    let mut sketch = self
+                        .sketches
+                        .get(key)
+                        .cloned()
+                        .unwrap_or_else(VisitorSketch::new);
+                    sketch.merge(new);
+                    let bytes = sketch.to_bytes();
+                    merged.push((key.clone(), sketch));
+                    bytes
+                }
+                None => Vec::new(),
+            };
+            rows.push(RowWrite {
+                key: key.clone(),
+                counters: &delta.counters,
+                visitors,
+            });
+        }
+
+        let watermark_us = self
+            .event_watermark_us
+            .unwrap_or(i64::MIN)
+            .max(fold.event_until_us);
+        let expire_before_us = watermark_us.saturating_sub(SESSION_TIMEOUT_US + VISITOR_GRACE_US);
+        let batch_ids: Vec<String> = batches.iter().map(|b| b.batch_id.clone()).collect();
+        self.flushes += 1;
+        let prune = (self.flushes % PRUNE_EVERY_FLUSHES == 1)
+            .then(|| i64::try_from(self.settings.batch_id_retention_hours).unwrap_or(i64::MAX));
+        let commit = Commit {
+            shard: self.shard,
+            batch_ids: &batch_ids,
+            rows,
+            visitors: fold
+                .visitors
+                .values()
+                .filter(|v| v.state.last_us >= expire_before_us)
+                .collect(),
+            expire_before_us,
+            received_until_us: fold.received_until_us,
+            event_until_us: fold.event_until_us,
+            prune_batches_hours: prune,
+        };
+        match store::commit(&self.pool, commit).await {
+            Ok(()) => {}
+            Err(CommitError::Sql(e)) => return Err(e.into()),
+            Err(e @ CommitError::Raced(_)) => return Err(SinkError::Database(e.to_string())),
+        }
+
+        // Committed: the caches follow the database.
+        self.skipped("late", fold.late);
+        self.skipped("duplicate_event", fold.duplicates);
+        if fold.received_until_us > i64::MIN {
+            self.metrics
+                .watermark_seconds
+                .get_or_create(&GroupLabels { group: ROLLUP })
+                .set(fold.received_until_us / 1_000_000);
+        }
+        self.event_watermark_us = Some(watermark_us);
+        self.visitors.extend(fold.visitors);
+        self.sketches.extend(merged);
+        self.evict(expire_before_us, watermark_us);
+        Ok(())
+    }
+}

@@ -1,0 +1,330 @@
+//! The rollup group's SQL: what it reads before a flush and the one transaction that commits it.
+//!
+//! Multi-row statements take parallel arrays (`unnest`), one round trip per table whatever the
+//! number of rows. Reads outside the transaction are safe because a partition's rows and
+//! visitors have one writer: the queue's single active consumer.
+
+use chrono::{DateTime, Utc};
+use sightline_db::rollup::Layer;
+use sqlx::{PgPool, Row};
+
+use super::{
+    aggregate::{FastMap, RowKey},
+    state::{Visitor, VisitorState},
+};
+
+/// A row's full sketch, keyed with its value spelled out (the cache outlives a flush's interner).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SketchKey {
+    pub tenant_id: i64,
+    pub site_id: i64,
+    pub granularity: &'static str,
+    pub bucket_us: i64,
+    pub dimension: &'static str,
+    pub value: String,
+}
+
+impl SketchKey {
+    pub fn of(key: &RowKey, value: &str) -> Self {
+        Self {
+            tenant_id: key.tenant_id,
+            site_id: key.site_id,
+            granularity: key.granularity.as_str(),
+            bucket_us: key.bucket_us,
+            dimension: key.dimension.as_str(),
+            value: value.to_owned(),
+        }
+    }
+}
+
+fn timestamp(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+/// Which of `batch_ids` the rollups already hold.
+pub async fn known_batches(pool: &PgPool, batch_ids: &[String]) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT batch_id FROM rollup_batches WHERE batch_id = ANY($1)")
+        .bind(batch_ids)
+        .fetch_all(pool)
+        .await
+}
+
+/// The stored state of these visitors (those without one are absent).
+pub async fn load_visitors(
+    pool: &PgPool,
+    keys: &[(i64, i64, String)],
+) -> sqlx::Result<Vec<Result<Visitor, String>>> {
+    let (tenants, sites, ids) = split3(keys);
+    let rows = sqlx::query(
+        "SELECT v.tenant_id, v.site_id, v.visitor_id, v.state FROM rollup_visitors v \
+         JOIN unnest($1::bigint[], $2::bigint[], $3::text[]) AS k(t, s, id) \
+           ON v.tenant_id = k.t AND v.site_id = k.s AND v.visitor_id = k.id",
+    )
+    .bind(&tenants)
+    .bind(&sites)
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let bytes: Vec<u8> = row.get(3);
+            let visitor_id: String = row.get(2);
+            VisitorState::decode(&bytes)
+                .map(|state| Visitor {
+                    tenant_id: row.get(0),
+                    site_id: row.get(1),
+                    visitor_id: visitor_id.clone(),
+                    state,
+                })
+                .map_err(|e| format!("visitor {visitor_id}: {e}"))
+        })
+        .collect())
+}
+
+fn split3(keys: &[(i64, i64, String)]) -> (Vec<i64>, Vec<i64>, Vec<String>) {
+    let mut a = Vec::with_capacity(keys.len());
+    let mut b = Vec::with_capacity(keys.len());
+    let mut c = Vec::with_capacity(keys.len());
+    for (x, y, z) in keys {
+        a.push(*x);
+        b.push(*y);
+        c.push(z.clone());
+    }
+    (a, b, c)
+}
+
+/// The currency of each of these sites.
+pub async fn site_currencies(pool: &PgPool, site_ids: &[i64]) -> sqlx::Result<Vec<(i64, String)>> {
+    sqlx::query_as("SELECT id, currency FROM sites WHERE id = ANY($1)")
+        .bind(site_ids)
+        .fetch_all(pool)
+        .await
+}
+
+/// The stored sketches of these rows of `shard` (rows without one are absent).
+pub async fn load_sketches(
+    pool: &PgPool,
+    shard: i32,
+    keys: &[SketchKey],
+) -> sqlx::Result<Vec<(SketchKey, Vec<u8>)>> {
+    let rows = sqlx::query(
+        "SELECT r.tenant_id, r.site_id, r.granularity, r.bucket, r.dimension, r.value, r.visitors \
+         FROM rollups r \
+         JOIN unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \
+           AS k(t, s, g, b, d, v) \
+           ON r.tenant_id = k.t AND r.site_id = k.s AND r.granularity = k.g AND r.bucket = k.b \
+          AND r.dimension = k.d AND r.value = k.v \
+         WHERE r.layer = 'speed' AND r.shard = $7 AND r.visitors IS NOT NULL",
+    )
+    .bind(keys.iter().map(|k| k.tenant_id).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.site_id).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.granularity).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| timestamp(k.bucket_us)).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.dimension).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.value.as_str()).collect::<Vec<_>>())
+    .bind(shard)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let granularity: String = row.get(2);
+            let dimension: String = row.get(4);
+            let bucket: DateTime<Utc> = row.get(3);
+            let key = SketchKey {
+                tenant_id: row.get(0),
+                site_id: row.get(1),
+                granularity: static_name(&granularity, &["minute", "hour", "day"])?,
+                bucket_us: bucket.timestamp_micros(),
+                dimension: sightline_db::rollup::Dimension::from_name(&dimension)?.as_str(),
+                value: row.get(5),
+            };
+            Some((key, row.get::<Vec<u8>, _>(6)))
+        })
+        .collect())
+}
+
+fn static_name(name: &str, names: &[&'static str]) -> Option<&'static str> {
+    names.iter().copied().find(|n| *n == name)
+}
+
+/// One row of the commit.
+pub struct RowWrite<'a> {
+    pub key: SketchKey,
+    pub counters: &'a super::aggregate::Counters,
+    /// The row's full sketch after the flush (empty: no visitor figure).
+    pub visitors: Vec<u8>,
+}
+
+/// Everything one flush commits.
+pub struct Commit<'a> {
+    pub shard: i32,
+    pub batch_ids: &'a [String],
+    pub rows: Vec<RowWrite<'a>>,
+    pub visitors: Vec<&'a Visitor>,
+    /// Visitors of this shard whose latest event is older than this are forgotten.
+    pub expire_before_us: i64,
+    pub received_until_us: i64,
+    pub event_until_us: i64,
+    /// Forget processed batch ids older than this many hours (`None`: not this time).
+    pub prune_batches_hours: Option<i64>,
+}
+
+/// Why a commit did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    /// Another consumer recorded one of the batches first (two active consumers on one
+    /// partition): nothing was written; the next attempt re-reads and skips them.
+    #[error("{0} of the flush's batches were recorded concurrently")]
+    Raced(u64),
+}
+
+/// Applies a flush in one transaction.
+pub async fn commit(pool: &PgPool, c: Commit<'_>) -> Result<(), CommitError> {
+    let mut tx = pool.begin().await?;
+
+    let recorded = sqlx::query(
+        "INSERT INTO rollup_batches (batch_id, shard) SELECT unnest($1::text[]), $2 \
+         ON CONFLICT (batch_id) DO NOTHING",
+    )
+    .bind(c.batch_ids)
+    .bind(c.shard)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let expected = c.batch_ids.len() as u64;
+    if recorded != expected {
+        tx.rollback().await?;
+        return Err(CommitError::Raced(expected - recorded));
+    }
+
+    if !c.rows.is_empty() {
+        let rows = &c.rows;
+        let col = |f: fn(&super::aggregate::Counters) -> i64| -> Vec<i64> {
+            rows.iter().map(|r| f(r.counters)).collect()
+        };
+        sqlx::query(
+            "INSERT INTO rollups (tenant_id, site_id, granularity, bucket, dimension, value, \
+               layer, shard, events, pageviews, visits, bounces, duration_us, orders, \
+               revenue_micros, bot_events, visitors) \
+             SELECT t, s, g, b, d, v, $16, $17, e, p, vi, bo, du, o, r, bot, NULLIF(sk, '') \
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[], \
+               $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], \
+               $12::bigint[], $13::bigint[], $14::bigint[], $15::bytea[]) \
+               AS u(t, s, g, b, d, v, e, p, vi, bo, du, o, r, bot, sk) \
+             ON CONFLICT (tenant_id, site_id, granularity, bucket, dimension, value, layer, shard) \
+             DO UPDATE SET events = rollups.events + excluded.events, \
+               pageviews = rollups.pageviews + excluded.pageviews, \
+               visits = rollups.visits + excluded.visits, \
+               bounces = rollups.bounces + excluded.bounces, \
+               duration_us = rollups.duration_us + excluded.duration_us, \
+               orders = rollups.orders + excluded.orders, \
+               revenue_micros = rollups.revenue_micros + excluded.revenue_micros, \
+               bot_events = rollups.bot_events + excluded.bot_events, \
+               visitors = COALESCE(excluded.visitors, rollups.visitors), \
+               updated_at = now()",
+        )
+        .bind(rows.iter().map(|r| r.key.tenant_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.key.site_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.key.granularity).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| timestamp(r.key.bucket_us))
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.key.dimension).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.key.value.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(col(|c| c.events))
+        .bind(col(|c| c.pageviews))
+        .bind(col(|c| c.visits))
+        .bind(col(|c| c.bounces))
+        .bind(col(|c| c.duration_us))
+        .bind(col(|c| c.orders))
+        .bind(col(|c| c.revenue_micros))
+        .bind(col(|c| c.bot_events))
+        .bind(
+            rows.iter()
+                .map(|r| r.visitors.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(Layer::Speed.as_str())
+        .bind(c.shard)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    if !c.visitors.is_empty() {
+        let v = &c.visitors;
+        sqlx::query(
+            "INSERT INTO rollup_visitors (tenant_id, site_id, visitor_id, shard, last_us, state) \
+             SELECT t, s, id, $6, l, st \
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bytea[]) \
+               AS u(t, s, id, l, st) \
+             ON CONFLICT (tenant_id, site_id, visitor_id) DO UPDATE SET shard = excluded.shard, \
+               last_us = excluded.last_us, state = excluded.state",
+        )
+        .bind(v.iter().map(|x| x.tenant_id).collect::<Vec<_>>())
+        .bind(v.iter().map(|x| x.site_id).collect::<Vec<_>>())
+        .bind(v.iter().map(|x| x.visitor_id.as_str()).collect::<Vec<_>>())
+        .bind(v.iter().map(|x| x.state.last_us).collect::<Vec<_>>())
+        .bind(v.iter().map(|x| x.state.encode()).collect::<Vec<_>>())
+        .bind(c.shard)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    sqlx::query("DELETE FROM rollup_visitors WHERE shard = $1 AND last_us < $2")
+        .bind(c.shard)
+        .bind(c.expire_before_us)
+        .execute(&mut *tx)
+        .await?;
+
+    if c.event_until_us > i64::MIN {
+        sqlx::query(
+            "INSERT INTO rollup_watermarks (shard, flushed_at, received_until, event_until) \
+             VALUES ($1, now(), $2, $3) \
+             ON CONFLICT (shard) DO UPDATE SET flushed_at = now(), \
+               received_until = GREATEST(rollup_watermarks.received_until, excluded.received_until), \
+               event_until = GREATEST(rollup_watermarks.event_until, excluded.event_until)",
+        )
+        .bind(c.shard)
+        .bind(timestamp(c.received_until_us))
+        .bind(timestamp(c.event_until_us))
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    if let Some(hours) = c.prune_batches_hours {
+        sqlx::query(
+            "DELETE FROM rollup_batches WHERE shard = $1 \
+             AND processed_at < now() - make_interval(hours => $2::int)",
+        )
+        .bind(c.shard)
+        .bind(i32::try_from(hours).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The newest event time this shard committed (its event-time watermark), if any.
+pub async fn event_watermark(pool: &PgPool, shard: i32) -> sqlx::Result<Option<i64>> {
+    let at: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT event_until FROM rollup_watermarks WHERE shard = $1")
+            .bind(shard)
+            .fetch_optional(pool)
+            .await?;
+    Ok(at.map(|t| t.timestamp_micros()))
+}
+
+/// Keeps `FastMap` in this module's vocabulary for callers building sketch caches.
+pub type SketchCache = FastMap<SketchKey, sightline_event::VisitorSketch>;
