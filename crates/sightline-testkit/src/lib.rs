@@ -6,12 +6,14 @@
 //! A missing service is a loud failure (a panic naming `scripts/test`), never a skip. This is a
 //! dev-dependency only; its helpers panic or return `anyhow` errors as tests like.
 
+pub mod broker;
 pub mod duckdb;
 pub mod http;
 pub mod postgres;
 pub mod proxy;
 pub mod s3;
 
+pub use broker::delete_topology;
 pub use postgres::{PG, drop_database, fresh_database};
 pub use s3::{S3_ENDPOINT, TestBucket, fresh_bucket};
 

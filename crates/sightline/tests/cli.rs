@@ -230,5 +230,5 @@ async fn the_ingest_binary_serves_then_drains_on_sigterm() {
             )
             .await;
     }
-    env.drop_database().await;
+    env.finish().await;
 }

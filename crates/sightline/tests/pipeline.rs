@@ -205,5 +205,5 @@ async fn accepted_events_are_counted_and_archived_once_through_a_sigkill() {
     // Still exact after the clean stop's final flushes.
     assert_eq!(counted_pageviews(&pool).await, accepted as i64);
     pool.close().await;
-    env.drop_database().await;
+    env.finish().await;
 }

@@ -81,6 +81,19 @@ impl World {
             .expect("RabbitMQ confirms");
     }
 
+    /// Deletes the test's queues, exchanges and database.
+    async fn finish(self) {
+        self.publisher.close().await;
+        let topology = sightline_broker::Topology {
+            namespace: self.namespace.clone(),
+            partitions: PARTITIONS,
+            consumer_groups: vec!["rollup".into(), "archive".into()],
+        };
+        sightline_testkit::delete_topology(&topology).await;
+        self.pool.close().await;
+        sightline_testkit::drop_database(&self.database_url).await;
+    }
+
     async fn processed_batches(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM rollup_batches")
             .fetch_one(&self.pool)
@@ -498,6 +511,7 @@ async fn rollups_equal_an_independent_computation_and_redeliveries_change_nothin
         .await;
     assert_figures(&actual(&world.pool, world.tenant_id).await, &want);
     running.stop().await;
+    world.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,6 +565,7 @@ async fn restarts_and_a_database_outage_lose_and_double_nothing() {
     world.wait_for_batches(batches.len() as i64).await;
     assert_figures(&actual(&world.pool, world.tenant_id).await, &want);
     running.stop().await;
+    world.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,6 +623,7 @@ async fn a_crash_between_commit_and_acknowledgement_counts_nothing_twice() {
     world.wait_for_batches(batches.len() as i64).await;
     assert_figures(&actual(&world.pool, world.tenant_id).await, &want);
     running.stop().await;
+    world.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,4 +666,5 @@ async fn late_events_are_left_to_the_batch_layer() {
         "the two-day-old event is not counted by the speed layer"
     );
     running.stop().await;
+    world.finish().await;
 }

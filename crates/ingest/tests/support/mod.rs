@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::{Connection, ConnectionProperties, options::QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
 use prost::Message as _;
 use sightline_broker::Subscription as _;
 use sightline_db::{NewSite, PgStore, Sites, Tenants, WriteKeys};
@@ -225,23 +225,7 @@ impl TestIngest {
         let topology = self.topology();
         self.shutdown.trigger();
         let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
-        if let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await
-            && let Ok(ch) = conn.create_channel().await
-        {
-            let mut queues: Vec<String> = topology.partition_queues().map(|(_, _, q)| q).collect();
-            queues.push(topology.invalid_queue());
-            queues.push(topology.dead_letter_queue());
-            for q in queues {
-                let _ = ch
-                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            for x in [topology.events_exchange(), topology.dead_letter_exchange()] {
-                let _ = ch
-                    .exchange_delete(x.as_str().into(), Default::default())
-                    .await;
-            }
-        }
+        sightline_testkit::delete_topology(&topology).await;
         self.store.pool().close().await;
         drop_database(&self.database).await;
     }

@@ -71,6 +71,9 @@ struct Cli {
     /// Skip the baseline phase.
     #[arg(long)]
     no_baseline: bool,
+    /// Extra service settings, `SIGHTLINE__SECTION__KEY=value` (repeatable).
+    #[arg(long = "set")]
+    settings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -259,6 +262,17 @@ fn measure(name: &str, events: usize, started: Instant, snapshot: &Snapshot) -> 
     }
 }
 
+async fn drop_database(server: &str, name: &str) {
+    use sqlx::Connection as _;
+    if let Ok(mut c) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .execute(&mut c)
+        .await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -283,6 +297,10 @@ async fn main() -> anyhow::Result<()> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(cli.settings.iter().filter_map(|s| {
+        s.split_once('=')
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+    }))
     .collect();
     let config = stream_processor::Config::load(&stream_processor::Config::loader().env_map(env))?;
     let store = sightline_db::PgStore::migrate(&config.database).await?;
@@ -365,6 +383,9 @@ async fn main() -> anyhow::Result<()> {
     publisher.close().await;
 
     println!("{}", serde_json::to_string_pretty(&phases)?);
+    let connection = connect(&cli.amqp, "stream-load-cleanup").await?;
+    sightline_broker::rabbitmq::delete_topology(&connection, &config.broker.topology()).await;
     store.pool().close().await;
+    drop_database(&cli.postgres, &namespace).await;
     Ok(())
 }

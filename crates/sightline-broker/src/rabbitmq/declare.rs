@@ -135,3 +135,28 @@ pub async fn declare_topology(
     .await?;
     Ok(())
 }
+
+/// Deletes every queue and exchange of `topology`, messages included: the end of a test or
+/// benchmark namespace. Missing ones are skipped (each operation gets its own channel, since a
+/// failed one closes its channel).
+pub async fn delete_topology(connection: &lapin::Connection, topology: &Topology) {
+    let mut queues: Vec<String> = topology.partition_queues().map(|(_, _, q)| q).collect();
+    queues.push(topology.invalid_queue());
+    queues.push(topology.dead_letter_queue());
+    for queue in queues {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await;
+            let _ = channel.close(200, "deleted".into()).await;
+        }
+    }
+    for exchange in [topology.events_exchange(), topology.dead_letter_exchange()] {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), Default::default())
+                .await;
+            let _ = channel.close(200, "deleted".into()).await;
+        }
+    }
+}

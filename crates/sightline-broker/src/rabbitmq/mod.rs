@@ -7,6 +7,6 @@ mod session;
 pub mod consumer;
 
 pub use consumer::{RabbitSubscription, consume};
-pub use declare::declare_topology;
+pub use declare::{declare_topology, delete_topology};
 pub use publisher::RabbitPublisher;
 pub use session::connect;

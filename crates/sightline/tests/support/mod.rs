@@ -59,6 +59,17 @@ impl Env {
         serde_json::from_slice(&out.stdout).expect("JSON output")
     }
 
+    /// Deletes the test's queues, exchanges and database.
+    pub async fn finish(&self) {
+        sightline_testkit::delete_topology(&sightline_broker::Topology {
+            namespace: self.namespace.clone(),
+            partitions: 2,
+            consumer_groups: vec!["rollup".into(), "archive".into()],
+        })
+        .await;
+        self.drop_database().await;
+    }
+
     pub async fn drop_database(&self) {
         use sqlx::Connection as _;
         if let Ok(mut c) = sqlx::PgConnection::connect(&format!("{PG}/postgres")).await {

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::{Connection, ConnectionProperties, options::QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
 use prost::Message as _;
 use sightline_broker::{Message, Publisher, Route, Topology, rabbitmq::RabbitPublisher};
 use sightline_db::PgStore;
@@ -253,24 +253,7 @@ impl World {
     pub async fn finish(self) {
         self.publisher.close().await;
         let topology = self.topology();
-        if let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await
-            && let Ok(ch) = conn.create_channel().await
-        {
-            let mut queues: Vec<String> = topology.partition_queues().map(|(_, _, q)| q).collect();
-            queues.push(topology.invalid_queue());
-            queues.push(topology.dead_letter_queue());
-            for q in queues {
-                let _ = ch
-                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            for x in [topology.events_exchange(), topology.dead_letter_exchange()] {
-                let _ = ch
-                    .exchange_delete(x.as_str().into(), Default::default())
-                    .await;
-            }
-            let _ = conn.close(200, "cleaned up".into()).await;
-        }
+        sightline_testkit::delete_topology(&topology).await;
         self.store.pool().close().await;
         drop_database(&self.database_url).await;
         self.bucket.delete().await;
