@@ -150,6 +150,7 @@ mod tests {
             os_major: String::new(),
             device_family: "Other".into(),
             device_class: DeviceClass::Unknown,
+            bot: None,
         }
     }
 

@@ -98,7 +98,7 @@ impl Enricher {
     /// Enriches one event. Never fails: unreadable inputs give unknown values.
     pub fn enrich(&self, event: &Event) -> Enriched {
         let parsed = self.user_agents.parse(&event.user_agent);
-        let bot = detect_bot(&event.user_agent, &parsed);
+        let bot = parsed.bot;
         let page = normalise_url(&event.page_url);
         let utm = page.utm.or(campaign::from_context(&event.context_json));
         let traffic = classify(&event.page_referrer, &page.host, &utm);

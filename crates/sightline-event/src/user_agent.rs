@@ -68,6 +68,9 @@ pub struct ParsedUserAgent {
     pub device_family: String,
     /// Device class derived from the device and the operating system.
     pub device_class: DeviceClass,
+    /// [`crate::detect_bot`]'s verdict on this user agent, decided once and cached with the
+    /// rest (it depends on nothing else).
+    pub bot: Option<crate::BotReason>,
 }
 
 /// Parses user agents with the vendored uap-core rules, with a bounded cache in front.
@@ -134,14 +137,17 @@ impl UserAgentParser {
             (d.device.into_owned(), model)
         });
         let device_class = classify_device(&device_family, &model, &os, user_agent);
-        ParsedUserAgent {
+        let mut parsed = ParsedUserAgent {
             browser,
             browser_major,
             os,
             os_major,
             device_family,
             device_class,
-        }
+            bot: None,
+        };
+        parsed.bot = crate::detect_bot(user_agent, &parsed);
+        parsed
     }
 
     /// Number of user agents in the cache (0 without a cache).
