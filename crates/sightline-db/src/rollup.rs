@@ -23,6 +23,13 @@ impl Granularity {
         }
     }
 
+    /// The granularity stored as `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Minute, Self::Hour, Self::Day]
+            .into_iter()
+            .find(|g| g.as_str() == name)
+    }
+
     /// The UTC bucket start of a time in microseconds since the Unix epoch (minute and hour;
     /// days depend on the site's time zone and are the batch layer's).
     pub const fn truncate_us(self, t_us: i64) -> i64 {

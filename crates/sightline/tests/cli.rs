@@ -9,7 +9,7 @@ use std::{
 
 use prost::Message as _;
 use sightline_broker::Subscription as _;
-use support::{AMQP, Env, PG, free_port};
+use support::{AMQP, Env, PG, free_port, wait_ready};
 
 #[test]
 fn an_invalid_configuration_lists_every_problem_and_exits_64() {
@@ -141,19 +141,7 @@ async fn the_ingest_binary_serves_then_drains_on_sigterm() {
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{admin}/readyz"))
-            .send()
-            .await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < until, "ingest became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(&client, admin, Duration::from_secs(20)).await;
     let r = client
         .post(format!("http://127.0.0.1:{http}/v1/track"))
         .basic_auth(&key, Some(""))

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{Env, PG, free_port};
+use support::{Env, PG, free_port, wait_ready};
 
 struct Pipeline {
     child: Child,
@@ -50,20 +50,8 @@ fn start(env: &Env, lake: &Path) -> Pipeline {
 
 impl Pipeline {
     async fn wait_ready(&self, client: &reqwest::Client) {
-        let until = Instant::now() + Duration::from_secs(30);
         for port in [self.ingest_admin, self.stream_admin] {
-            loop {
-                if let Ok(r) = client
-                    .get(format!("http://127.0.0.1:{port}/readyz"))
-                    .send()
-                    .await
-                    && r.status() == 200
-                {
-                    break;
-                }
-                assert!(Instant::now() < until, "port {port} became ready");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            wait_ready(client, port, Duration::from_secs(30)).await;
         }
     }
 

@@ -6,6 +6,7 @@
 use std::{
     net::TcpListener,
     process::{Command, Output},
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -90,4 +91,21 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Waits until `GET /readyz` on `127.0.0.1:port` answers 200; fails the test after `within`.
+pub async fn wait_ready(client: &reqwest::Client, port: u16, within: Duration) {
+    let until = Instant::now() + within;
+    loop {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < until, "port {port} did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -20,6 +20,7 @@ pub mod store;
 use std::{collections::HashSet, sync::Arc};
 
 use prost::Message as _;
+use sightline_db::rollup::Granularity;
 use sightline_event::{Enricher, SESSION_TIMEOUT_US, VisitorSketch};
 use sightline_proto::events::v1::EventBatch;
 use sqlx::PgPool;
@@ -237,7 +238,7 @@ impl RollupSink {
         let minute_horizon = watermark_us.saturating_sub(2 * 3_600_000_000);
         let hour_horizon = watermark_us.saturating_sub(26 * 3_600_000_000);
         self.sketches.retain(|k, _| match k.granularity {
-            "minute" => k.bucket_us >= minute_horizon,
+            Granularity::Minute => k.bucket_us >= minute_horizon,
             _ => k.bucket_us >= hour_horizon,
         });
     }

@@ -5,7 +5,7 @@
 //! visitors have one writer: the queue's single active consumer.
 
 use chrono::{DateTime, Utc};
-use sightline_db::rollup::Layer;
+use sightline_db::rollup::{Dimension, Granularity, Layer};
 use sqlx::{PgPool, Row};
 
 use super::{
@@ -18,9 +18,9 @@ use super::{
 pub struct SketchKey {
     pub tenant_id: i64,
     pub site_id: i64,
-    pub granularity: &'static str,
+    pub granularity: Granularity,
     pub bucket_us: i64,
-    pub dimension: &'static str,
+    pub dimension: Dimension,
     pub value: String,
 }
 
@@ -29,9 +29,9 @@ impl SketchKey {
         Self {
             tenant_id: key.tenant_id,
             site_id: key.site_id,
-            granularity: key.granularity.as_str(),
+            granularity: key.granularity,
             bucket_us: key.bucket_us,
-            dimension: key.dimension.as_str(),
+            dimension: key.dimension,
             value: value.to_owned(),
         }
     }
@@ -119,9 +119,9 @@ pub async fn load_sketches(
     )
     .bind(keys.iter().map(|k| k.tenant_id).collect::<Vec<_>>())
     .bind(keys.iter().map(|k| k.site_id).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.granularity).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.granularity.as_str()).collect::<Vec<_>>())
     .bind(keys.iter().map(|k| timestamp(k.bucket_us)).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.dimension).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.dimension.as_str()).collect::<Vec<_>>())
     .bind(keys.iter().map(|k| k.value.as_str()).collect::<Vec<_>>())
     .bind(shard)
     .fetch_all(pool)
@@ -135,18 +135,14 @@ pub async fn load_sketches(
             let key = SketchKey {
                 tenant_id: row.get(0),
                 site_id: row.get(1),
-                granularity: static_name(&granularity, &["minute", "hour", "day"])?,
+                granularity: Granularity::from_name(&granularity)?,
                 bucket_us: bucket.timestamp_micros(),
-                dimension: sightline_db::rollup::Dimension::from_name(&dimension)?.as_str(),
+                dimension: Dimension::from_name(&dimension)?,
                 value: row.get(5),
             };
             Some((key, row.get::<Vec<u8>, _>(6)))
         })
         .collect())
-}
-
-fn static_name(name: &str, names: &[&'static str]) -> Option<&'static str> {
-    names.iter().copied().find(|n| *n == name)
 }
 
 /// One row of the commit.
@@ -229,13 +225,21 @@ pub async fn commit(pool: &PgPool, c: Commit<'_>) -> Result<(), CommitError> {
         )
         .bind(rows.iter().map(|r| r.key.tenant_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.key.site_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.key.granularity).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.key.granularity.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(
             rows.iter()
                 .map(|r| timestamp(r.key.bucket_us))
                 .collect::<Vec<_>>(),
         )
-        .bind(rows.iter().map(|r| r.key.dimension).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.key.dimension.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(
             rows.iter()
                 .map(|r| r.key.value.as_str())
