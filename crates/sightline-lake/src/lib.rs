@@ -7,10 +7,12 @@
 //!   Parquet writers and readers;
 //! - [`store`]: the [`ObjectStore`] trait with [`LocalStore`] (a folder) and [`S3Store`];
 //! - [`writer`]: broker batches to objects at their deterministic keys;
-//! - [`config`]: the `[lake]` section.
+//! - [`config`]: the `[lake]` section;
+//! - [`arrow_store`]: the lake as an `object_store::ObjectStore`, for DataFusion.
 //!
 //! See the README for the pitfalls.
 
+pub mod arrow_store;
 pub mod config;
 mod error;
 pub mod layout;

@@ -217,59 +217,67 @@ impl<'a> Columns<'a> {
 pub fn events_from_parquet(bytes: Bytes) -> Result<Vec<Event>, LakeError> {
     let mut out = Vec::new();
     for batch in read_batches(bytes, &raw_event_schema())? {
-        let c = Columns(&batch);
-        let mut message_id = c.str("message_id")?.into_iter();
-        let tenant_id = c.i64("tenant_id")?;
-        let site_id = c.i64("site_id")?;
-        let types = c.str("type")?;
-        let mut name = c.str("name")?.into_iter();
-        let mut anonymous_id = c.str("anonymous_id")?.into_iter();
-        let mut user_id = c.str("user_id")?.into_iter();
-        let mut visitor_id = c.str("visitor_id")?.into_iter();
-        let timestamp = c.ts("timestamp")?;
-        let original = c.ts("original_timestamp")?;
-        let sent_at = c.ts("sent_at")?;
-        let received_at = c.ts("received_at")?;
-        let mut ip = c.str("ip_truncated")?.into_iter();
-        let mut ua = c.str("user_agent")?.into_iter();
-        let mut url = c.str("page_url")?.into_iter();
-        let mut referrer = c.str("page_referrer")?.into_iter();
-        let mut title = c.str("page_title")?.into_iter();
-        let mut locale = c.str("locale")?.into_iter();
-        let mut group_id = c.str("group_id")?.into_iter();
-        let mut previous_id = c.str("previous_id")?.into_iter();
-        let mut context = c.str("context")?.into_iter();
-        let mut properties = c.str("properties")?.into_iter();
-        let mut traits = c.str("traits")?.into_iter();
-        for i in 0..batch.num_rows() {
-            let mut e = Event {
-                message_id: message_id.next().unwrap_or_default(),
-                tenant_id: tenant_id[i],
-                site_id: site_id[i],
-                name: name.next().unwrap_or_default(),
-                anonymous_id: anonymous_id.next().unwrap_or_default(),
-                user_id: user_id.next().unwrap_or_default(),
-                visitor_id: visitor_id.next().unwrap_or_default(),
-                timestamp_us: timestamp[i],
-                original_timestamp_us: original[i],
-                sent_at_us: sent_at[i],
-                received_at_us: received_at[i],
-                ip_truncated: ip.next().unwrap_or_default(),
-                user_agent: ua.next().unwrap_or_default(),
-                page_url: url.next().unwrap_or_default(),
-                page_referrer: referrer.next().unwrap_or_default(),
-                page_title: title.next().unwrap_or_default(),
-                locale: locale.next().unwrap_or_default(),
-                group_id: group_id.next().unwrap_or_default(),
-                previous_id: previous_id.next().unwrap_or_default(),
-                context_json: context.next().unwrap_or_default().into_bytes().into(),
-                properties_json: properties.next().unwrap_or_default().into_bytes().into(),
-                traits_json: traits.next().unwrap_or_default().into_bytes().into(),
-                ..Default::default()
-            };
-            e.set_type(event_type_from_name(&types[i]));
-            out.push(e);
-        }
+        out.extend(events_from_record_batch(&batch)?);
+    }
+    Ok(out)
+}
+
+/// The events of a batch with the raw-event columns (a file's, or a query's over raw files),
+/// in row order. Columns are found by name; others are ignored.
+pub fn events_from_record_batch(batch: &RecordBatch) -> Result<Vec<Event>, LakeError> {
+    let c = Columns(batch);
+    let mut out = Vec::with_capacity(batch.num_rows());
+    let mut message_id = c.str("message_id")?.into_iter();
+    let tenant_id = c.i64("tenant_id")?;
+    let site_id = c.i64("site_id")?;
+    let types = c.str("type")?;
+    let mut name = c.str("name")?.into_iter();
+    let mut anonymous_id = c.str("anonymous_id")?.into_iter();
+    let mut user_id = c.str("user_id")?.into_iter();
+    let mut visitor_id = c.str("visitor_id")?.into_iter();
+    let timestamp = c.ts("timestamp")?;
+    let original = c.ts("original_timestamp")?;
+    let sent_at = c.ts("sent_at")?;
+    let received_at = c.ts("received_at")?;
+    let mut ip = c.str("ip_truncated")?.into_iter();
+    let mut ua = c.str("user_agent")?.into_iter();
+    let mut url = c.str("page_url")?.into_iter();
+    let mut referrer = c.str("page_referrer")?.into_iter();
+    let mut title = c.str("page_title")?.into_iter();
+    let mut locale = c.str("locale")?.into_iter();
+    let mut group_id = c.str("group_id")?.into_iter();
+    let mut previous_id = c.str("previous_id")?.into_iter();
+    let mut context = c.str("context")?.into_iter();
+    let mut properties = c.str("properties")?.into_iter();
+    let mut traits = c.str("traits")?.into_iter();
+    for i in 0..batch.num_rows() {
+        let mut e = Event {
+            message_id: message_id.next().unwrap_or_default(),
+            tenant_id: tenant_id[i],
+            site_id: site_id[i],
+            name: name.next().unwrap_or_default(),
+            anonymous_id: anonymous_id.next().unwrap_or_default(),
+            user_id: user_id.next().unwrap_or_default(),
+            visitor_id: visitor_id.next().unwrap_or_default(),
+            timestamp_us: timestamp[i],
+            original_timestamp_us: original[i],
+            sent_at_us: sent_at[i],
+            received_at_us: received_at[i],
+            ip_truncated: ip.next().unwrap_or_default(),
+            user_agent: ua.next().unwrap_or_default(),
+            page_url: url.next().unwrap_or_default(),
+            page_referrer: referrer.next().unwrap_or_default(),
+            page_title: title.next().unwrap_or_default(),
+            locale: locale.next().unwrap_or_default(),
+            group_id: group_id.next().unwrap_or_default(),
+            previous_id: previous_id.next().unwrap_or_default(),
+            context_json: context.next().unwrap_or_default().into_bytes().into(),
+            properties_json: properties.next().unwrap_or_default().into_bytes().into(),
+            traits_json: traits.next().unwrap_or_default().into_bytes().into(),
+            ..Default::default()
+        };
+        e.set_type(event_type_from_name(&types[i]));
+        out.push(e);
     }
     Ok(out)
 }

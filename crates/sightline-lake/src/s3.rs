@@ -80,6 +80,11 @@ impl S3Store {
         }
     }
 
+    /// The SDK client (shared by the lake's Arrow object store).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The bucket objects live in.
     pub fn bucket(&self) -> &str {
         &self.bucket

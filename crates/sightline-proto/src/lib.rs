@@ -2,6 +2,19 @@
 //!
 //! Each package `sightline.<area>.v1` becomes the module `sightline_proto::<area>::v1`.
 
+/// The encoded `FileDescriptorSet` of every compiled file, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sightline_descriptor.bin"));
+
+/// The serving API: `sightline.query.v1`.
+pub mod query {
+    /// Version 1 of the query API.
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        include!(concat!(env!("OUT_DIR"), "/sightline.query.v1.rs"));
+    }
+}
+
 /// Events on the broker: `sightline.events.v1`.
 pub mod events {
     /// Version 1 of the event contract.
@@ -36,5 +49,14 @@ pub mod events {
                 })
             }
         }
+    }
+}
+
+/// The pipeline ledger (etl-metrics): `sightline.pipeline.v1`.
+pub mod pipeline {
+    /// Version 1 of the ledger contract.
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        include!(concat!(env!("OUT_DIR"), "/sightline.pipeline.v1.rs"));
     }
 }

@@ -23,6 +23,12 @@ pub struct Document {
     pub ingest: ingest::config::IngestConfig,
     /// `[stream]`.
     pub stream: stream_processor::config::StreamConfig,
+    /// `[query]`.
+    pub query: query::config::QueryConfig,
+    /// `[batch]`.
+    pub batch: batch_enricher::config::BatchConfig,
+    /// `[etl_metrics]`.
+    pub etl_metrics: etl_metrics::config::EtlMetricsConfig,
 }
 
 impl Document {
@@ -31,6 +37,10 @@ impl Document {
         ingest::Config::loader()
             .defaults(sightline_lake::config::DEFAULTS)
             .defaults(stream_processor::config::DEFAULTS)
+            .defaults(query::config::DEFAULTS)
+            .defaults(batch_enricher::config::DEFAULTS)
+            .defaults(etl_metrics::config::DEFAULTS)
+            .list("batch.extra_bot_user_agents")
             .list("stream.groups")
             .list("broker.consumer_groups")
             .file(file)
@@ -54,6 +64,36 @@ impl Document {
             broker: self.broker.clone(),
             lake: self.lake.clone(),
             stream: self.stream.clone(),
+        }
+    }
+
+    /// The sections the batch enricher runs on.
+    pub fn batch(&self) -> batch_enricher::Config {
+        batch_enricher::Config {
+            telemetry: self.telemetry.clone(),
+            database: self.database.clone(),
+            lake: self.lake.clone(),
+            batch: self.batch.clone(),
+        }
+    }
+
+    /// The sections etl-metrics runs on.
+    pub fn etl_metrics(&self) -> etl_metrics::Config {
+        etl_metrics::Config {
+            telemetry: self.telemetry.clone(),
+            database: self.database.clone(),
+            broker: self.broker.clone(),
+            etl_metrics: self.etl_metrics.clone(),
+        }
+    }
+
+    /// The sections the query service runs on.
+    pub fn query(&self) -> query::Config {
+        query::Config {
+            telemetry: self.telemetry.clone(),
+            database: self.database.clone(),
+            lake: self.lake.clone(),
+            query: self.query.clone(),
         }
     }
 

@@ -38,6 +38,26 @@ enum Command {
     Stream,
     /// Administration: migrations, tenants, sites, keys and tokens.
     Admin(admin::AdminArgs),
+    /// The query service (`serve`) and a client for it (`timeseries`, `breakdown`, `sql`, …).
+    Query(query::cli::QueryArgs),
+    /// The batch layer's jobs: daily, reprocess, import, or serve on a schedule.
+    Batch(batch_enricher::cli::BatchArgs),
+    /// The pipeline's run ledger, star schema, metrics and alerts (`load-once`: load the star
+    /// schema and exit).
+    EtlMetrics(EtlMetricsArgs),
+}
+
+/// `sightline etl-metrics [load-once]`.
+#[derive(Debug, clap::Args)]
+struct EtlMetricsArgs {
+    #[command(subcommand)]
+    command: Option<EtlMetricsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum EtlMetricsCommand {
+    /// Load new ledger rows into the `olap` star schema once, then exit.
+    LoadOnce,
 }
 
 /// A service this binary can run.
@@ -45,6 +65,8 @@ enum Command {
 enum Service {
     Ingest,
     Stream,
+    Query,
+    EtlMetrics,
 }
 
 impl Service {
@@ -52,6 +74,8 @@ impl Service {
         match self {
             Service::Ingest => "sightline-ingest",
             Service::Stream => "sightline-stream-processor",
+            Service::Query => "sightline-query",
+            Service::EtlMetrics => "sightline-etl-metrics",
         }
     }
 }
@@ -82,12 +106,108 @@ fn main() -> std::process::ExitCode {
                     eprintln!("cannot migrate the database: {error}");
                     return std::process::ExitCode::FAILURE;
                 }
-                run_services(&document, &[Service::Ingest, Service::Stream]).await
+                run_services(
+                    &document,
+                    &[
+                        Service::Ingest,
+                        Service::Stream,
+                        Service::Query,
+                        Service::EtlMetrics,
+                    ],
+                )
+                .await
             }
             Command::Ingest => run_services(&document, &[Service::Ingest]).await,
+            Command::EtlMetrics(args) => match args.command {
+                None => run_services(&document, &[Service::EtlMetrics]).await,
+                Some(EtlMetricsCommand::LoadOnce) => load_once(&document).await,
+            },
+            Command::Batch(args) => run_batch(args, &document).await,
             Command::Stream => run_services(&document, &[Service::Stream]).await,
+            Command::Query(args) => match args.command {
+                query::cli::QueryCommand::Serve => run_services(&document, &[Service::Query]).await,
+                client => query::cli::client(client).await,
+            },
         }
     })
+}
+
+/// Runs a batch job (or the batch enricher's `serve` mode) to its end.
+async fn run_batch(
+    args: batch_enricher::cli::BatchArgs,
+    document: &Document,
+) -> std::process::ExitCode {
+    let config = document.batch();
+    exit_on_error(config.validate().into_result());
+    let telemetry = match Telemetry::init("sightline-batch-enricher", &document.telemetry) {
+        Ok(t) => t,
+        Err(error) => {
+            eprintln!("{error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let shutdown = Shutdown::new();
+    shutdown.listen_for_signals();
+    let code = batch_enricher::cli::main(args, config, shutdown).await;
+    telemetry.shutdown();
+    code
+}
+
+/// `sightline etl-metrics load-once`: loads the star schema and prints what it loaded.
+async fn load_once(document: &Document) -> std::process::ExitCode {
+    let config = document.etl_metrics();
+    exit_on_error(config.validate().into_result());
+    match etl_metrics::load_once(&config).await {
+        Ok(report) => {
+            println!(
+                "loaded {} stage runs and {} stream windows",
+                report.stage_runs, report.stream_windows
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cannot load the star schema: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a service whose listeners are `bound` on a task of its own. A bind error, or the
+/// service failing later, stops every service of the process (`None`: it never started).
+fn start<L, B, E, F>(
+    service: Service,
+    shutdown: &Shutdown,
+    listen: &dyn std::fmt::Display,
+    bound: Result<L, B>,
+    run: impl FnOnce(L, Shutdown) -> F,
+) -> Option<tokio::task::JoinHandle<()>>
+where
+    B: std::fmt::Display,
+    E: std::fmt::Display,
+    F: Future<Output = Result<(), E>> + Send + 'static,
+{
+    let listeners = match bound {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            tracing::error!(%error, %listen, "cannot bind");
+            shutdown.fail(service.name(), &error);
+            return None;
+        }
+    };
+    let running = run(listeners, shutdown.clone());
+    let shutdown = shutdown.clone();
+    Some(tokio::spawn(async move {
+        if let Err(error) = running.await {
+            shutdown.fail(service.name(), &error);
+        }
+    }))
+}
+
+/// The loopback address of a service listening on `listen` (`0.0.0.0:50052` →
+/// `http://127.0.0.1:50052`).
+fn local_endpoint(listen: &str) -> Option<String> {
+    let addr: std::net::SocketAddr = listen.parse().ok()?;
+    (addr.port() != 0).then(|| format!("http://127.0.0.1:{}", addr.port()))
 }
 
 /// Runs `services` side by side until a signal or until one of them fails, which stops the
@@ -98,6 +218,8 @@ async fn run_services(document: &Document, services: &[Service]) -> std::process
         problems.extend(match service {
             Service::Ingest => document.ingest().validate(),
             Service::Stream => document.stream().validate(),
+            Service::Query => document.query().validate(),
+            Service::EtlMetrics => document.etl_metrics().validate(),
         });
     }
     exit_on_error(problems.into_result());
@@ -119,43 +241,47 @@ async fn run_services(document: &Document, services: &[Service]) -> std::process
         let task = match service {
             Service::Ingest => {
                 let config = document.ingest();
-                let listeners = match ingest::Listeners::bind(&config.ingest) {
-                    Ok(l) => l,
-                    Err(error) => {
-                        tracing::error!(%error, listen = %config.ingest.listen, "cannot bind");
-                        shutdown.fail(service.name(), &error);
-                        break;
-                    }
-                };
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    // A failed service stops the others at once.
-                    let result = ingest::run(config, listeners, shutdown.clone()).await;
-                    if let Err(error) = &result {
-                        shutdown.fail(service.name(), error);
-                    }
+                let bound = ingest::Listeners::bind(&config.ingest);
+                let listen = config.ingest.listen.clone();
+                start(service, &shutdown, &listen, bound, |l, s| {
+                    ingest::run(config, l, s)
                 })
             }
             Service::Stream => {
-                let config = document.stream();
-                let listeners = match stream_processor::Listeners::bind(&config.stream) {
-                    Ok(l) => l,
-                    Err(error) => {
-                        tracing::error!(%error, listen = %config.stream.admin_listen, "cannot bind");
-                        shutdown.fail(service.name(), &error);
-                        break;
-                    }
-                };
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    // A failed service stops the others at once.
-                    let result = stream_processor::run(config, listeners, shutdown.clone()).await;
-                    if let Err(error) = &result {
-                        shutdown.fail(service.name(), error);
-                    }
+                let mut config = document.stream();
+                // In one process the stream processor reports its windows to the etl-metrics
+                // beside it, unless told otherwise.
+                if services.contains(&Service::EtlMetrics)
+                    && config.stream.ledger_endpoint.trim().is_empty()
+                    && let Some(endpoint) = local_endpoint(&document.etl_metrics.grpc_listen)
+                {
+                    config.stream.ledger_endpoint = endpoint;
+                }
+                let bound = stream_processor::Listeners::bind(&config.stream);
+                let listen = config.stream.admin_listen.clone();
+                start(service, &shutdown, &listen, bound, |l, s| {
+                    stream_processor::run(config, l, s)
+                })
+            }
+            Service::Query => {
+                let config = document.query();
+                let bound = query::Listeners::bind(&config.query);
+                let listen = config.query.listen.clone();
+                start(service, &shutdown, &listen, bound, |l, s| {
+                    query::run(config, l, s)
+                })
+            }
+            Service::EtlMetrics => {
+                let config = document.etl_metrics();
+                let bound = etl_metrics::Listeners::bind(&config.etl_metrics);
+                let listen = config.etl_metrics.grpc_listen.clone();
+                start(service, &shutdown, &listen, bound, |l, s| {
+                    etl_metrics::run(config, l, s)
                 })
             }
         };
+        // A service that cannot bind has stopped the process already.
+        let Some(task) = task else { break };
         tasks.push((service, task));
     }
     for (service, task) in tasks {

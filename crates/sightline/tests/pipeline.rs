@@ -32,6 +32,22 @@ fn start(env: &Env, lake: &Path) -> Pipeline {
             "SIGHTLINE__STREAM__ADMIN_LISTEN",
             format!("127.0.0.1:{stream_admin}"),
         )
+        .env(
+            "SIGHTLINE__QUERY__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env(
+            "SIGHTLINE__QUERY__ADMIN_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env(
+            "SIGHTLINE__ETL_METRICS__GRPC_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env(
+            "SIGHTLINE__ETL_METRICS__ADMIN_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
         .env("SIGHTLINE__INGEST__VISITOR_SALT_SECRET", "e2e-secret")
         .env("SIGHTLINE__LAKE__LOCAL_PATH", lake)
         .env("SIGHTLINE__STREAM__ROLLUP__FLUSH_INTERVAL_MS", "200")

@@ -81,6 +81,10 @@ pub struct StreamConfig {
     pub retry_backoff_max_ms: u64,
     /// Time to flush buffers after SIGTERM.
     pub shutdown_grace_ms: u64,
+    /// etl-metrics' gRPC endpoint (`http://etl-metrics:50052`) for window reports; empty: none.
+    pub ledger_endpoint: String,
+    /// Length of a ledger window report.
+    pub report_interval_ms: u64,
     /// `[stream.rollup]`.
     pub rollup: RollupConfig,
     /// `[stream.archive]`.
@@ -175,6 +179,19 @@ impl StreamConfig {
             );
         }
         p.check(self.prefetch > 0, "stream.prefetch", "must be at least 1");
+        let endpoint = self.ledger_endpoint.trim();
+        p.check(
+            endpoint.is_empty()
+                || endpoint.starts_with("http://")
+                || endpoint.starts_with("https://"),
+            "stream.ledger_endpoint",
+            "must be an http:// or https:// URL, or empty",
+        );
+        p.check(
+            self.report_interval_ms > 0,
+            "stream.report_interval_ms",
+            "must be positive",
+        );
         p.check(
             self.retry_backoff_min_ms > 0 && self.retry_backoff_min_ms <= self.retry_backoff_max_ms,
             "stream.retry_backoff_min_ms",

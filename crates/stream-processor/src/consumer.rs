@@ -23,6 +23,10 @@ use crate::{
     sink::{Incoming, Sink},
 };
 
+/// A consumer that has had nothing to do for this long tells its sink so
+/// ([`Sink::idle`]), and again every `IDLE_AFTER` while it stays idle.
+pub const IDLE_AFTER: Duration = Duration::from_secs(5);
+
 /// How one consumer runs.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -61,6 +65,8 @@ pub struct PartitionConsumer<S> {
     pending: Vec<Delivery>,
     /// When the oldest pending message must be flushed.
     flush_due: Option<tokio::time::Instant>,
+    /// The latest delivery or idle heartbeat.
+    last_activity: tokio::time::Instant,
 }
 
 impl<S: Sink> PartitionConsumer<S> {
@@ -78,6 +84,7 @@ impl<S: Sink> PartitionConsumer<S> {
             metrics,
             pending: Vec::new(),
             flush_due: None,
+            last_activity: tokio::time::Instant::now(),
         }
     }
 
@@ -166,6 +173,17 @@ impl<S: Sink> PartitionConsumer<S> {
                     None => std::future::pending().await,
                 }
             };
+            // Only a drained consumer is idle: anything pending is the flush timer's.
+            let idle_at = self
+                .pending
+                .is_empty()
+                .then_some(self.last_activity + IDLE_AFTER);
+            let idle_timer = async move {
+                match idle_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -180,10 +198,17 @@ impl<S: Sink> PartitionConsumer<S> {
                         return Ended::ConnectionLost(reason);
                     }
                 }
+                _ = idle_timer => {
+                    self.last_activity = tokio::time::Instant::now();
+                    if let Err(error) = self.sink.idle().await {
+                        debug!(%error, "idle heartbeat failed");
+                    }
+                }
                 next = subscription.next() => match next {
                     None => return Ended::ConnectionLost("the subscription ended".into()),
                     Some(Err(error)) => return Ended::ConnectionLost(error.to_string()),
                     Some(Ok(delivery)) => {
+                        self.last_activity = tokio::time::Instant::now();
                         self.receive(delivery).await;
                         if self.sink.is_full()
                             && let Err(reason) = self.flush_and_ack(None, shutdown).await
@@ -230,6 +255,7 @@ impl<S: Sink> PartitionConsumer<S> {
                         .dead_lettered
                         .get_or_create(&self.labels())
                         .inc();
+                    self.metrics.windows.dead_lettered(&self.settings.queue);
                     warn!(%message_id, %reason, "undecodable message dead-lettered");
                 }
                 Err(error) => {
@@ -273,6 +299,7 @@ impl<S: Sink> PartitionConsumer<S> {
                         .events_flushed
                         .get_or_create(&labels)
                         .inc_by(events as u64);
+                    self.metrics.windows.flushed(&self.settings.queue, events);
                     if failures > 0 {
                         info!(failures, "flush succeeded again");
                         self.health.ready();

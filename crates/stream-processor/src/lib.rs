@@ -18,6 +18,7 @@ pub mod archive;
 pub mod config;
 pub mod consumer;
 pub mod metrics;
+pub mod report;
 pub mod rollup;
 pub mod sink;
 
@@ -132,6 +133,7 @@ pub async fn run(
         let lake = ctx.config.lake.open()?;
         archive::start(&ctx, lake, &mut consumers, consumers_stop.clone());
     }
+    report::start(&ctx, &mut consumers, consumers_stop.clone());
     info!(groups = ?ctx.config.stream.groups, consumers = consumers.len(), "stream processor started");
 
     let admin_stop = CancellationToken::new();

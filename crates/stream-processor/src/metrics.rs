@@ -50,6 +50,8 @@ pub struct StreamMetrics {
     pub rollup_skipped: Family<SkipLabels, Counter>,
     /// Unix time of the newest receipt time made durable, per group (freshness).
     pub watermark_seconds: Family<GroupLabels, Gauge>,
+    /// Per-queue counts of the current ledger window (`report`), not exported.
+    pub windows: crate::report::WindowCounters,
 }
 
 impl StreamMetrics {
@@ -69,6 +71,7 @@ impl StreamMetrics {
             undecodable: Family::default(),
             rollup_skipped: Family::default(),
             watermark_seconds: Family::default(),
+            windows: crate::report::WindowCounters::default(),
         };
         registry.register(|r| {
             let r = r.sub_registry_with_prefix("sightline_stream");

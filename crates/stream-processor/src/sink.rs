@@ -84,4 +84,12 @@ pub trait Sink: Send + 'static {
     /// Forgets the buffer: the broker connection holding its messages was lost, so they come
     /// again. State already made durable stays.
     fn reset(&mut self);
+
+    /// The queue is drained: nothing buffered, nothing unacknowledged, and no delivery for
+    /// [`IDLE_AFTER`](crate::consumer::IDLE_AFTER). A sink that publishes a watermark moves it
+    /// forward here, so an idle partition does not hold its group's freshness back. Failures
+    /// are only logged: the next heartbeat tries again.
+    async fn idle(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }

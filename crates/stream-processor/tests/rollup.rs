@@ -668,3 +668,59 @@ async fn late_events_are_left_to_the_batch_layer() {
     running.stop().await;
     world.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_partition_moves_its_watermark_to_the_present() {
+    let world = World::new().await;
+    let now = chrono::Utc::now().timestamp_micros();
+    let hour_ago = now - 3_600_000_000;
+    let partition = partition_for(world.tenant_id, "quiet-visitor", PARTITIONS);
+    let batch = EventBatch {
+        batch_id: uuid::Uuid::now_v7().to_string(),
+        partition,
+        created_at_us: hour_ago,
+        events: vec![Event {
+            message_id: "received-an-hour-ago".into(),
+            tenant_id: world.tenant_id,
+            site_id: world.site_id,
+            r#type: EventType::Page.into(),
+            visitor_id: "quiet-visitor".into(),
+            timestamp_us: hour_ago,
+            received_at_us: hour_ago,
+            user_agent: CHROME.into(),
+            page_url: "https://shop.example.com/".into(),
+            ..Event::default()
+        }],
+    };
+    let running = Running::start(&world, &world.database_url).await;
+    world.publish(&batch).await;
+    world.wait_for_batches(1).await;
+
+    // Then nothing more arrives: the drained partition reports that it is complete up to about
+    // now, not up to its last event an hour ago (which would read as an hour of lag).
+    let received_until = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT (extract(epoch FROM received_until) * 1000000)::int8 FROM rollup_watermarks \
+             WHERE shard = $1",
+        )
+        .bind(i32::try_from(partition).unwrap())
+        .fetch_one(&world.pool)
+        .await
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let until = received_until().await;
+        if until >= now - 10_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watermark stayed at {until}, {} s behind",
+            (now - until) / 1_000_000
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    running.stop().await;
+    world.finish().await;
+}

@@ -89,12 +89,12 @@ app.kubernetes.io/part-of: sightline
 {{- end }}
 
 {{/*
-"true" when an enabled service reads or writes the lake, else empty. The batch enricher and
-query join here when they are templated.
+"true" when an enabled service reads or writes the lake, else empty (stream processor, batch
+enricher, query).
 */}}
 {{- define "sightline.lakeUsed" -}}
 {{- $s := .Values.streamProcessor }}
-{{- if and $s.enabled (or $s.rollup.enabled $s.archive.enabled) }}true{{ end }}
+{{- if or (and $s.enabled (or $s.rollup.enabled $s.archive.enabled)) (and .Values.batchEnricher .Values.batchEnricher.enabled) (and .Values.query .Values.query.enabled) }}true{{ end }}
 {{- end }}
 
 {{/*

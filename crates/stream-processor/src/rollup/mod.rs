@@ -50,6 +50,10 @@ const VISITOR_GRACE_US: i64 = 5 * 60 * 1_000_000;
 /// Processed batch ids are pruned every this many flushes.
 const PRUNE_EVERY_FLUSHES: u64 = 600;
 
+/// How far behind "now" an idle partition puts its receipt watermark: an event ingest received
+/// just before is still on its way through the broker (confirm, routing, delivery).
+const IDLE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Starts one consumer per rollup partition queue.
 pub(crate) fn start(ctx: &Context, tasks: &mut JoinSet<()>, stop: CancellationToken) {
     let topology = ctx.config.broker.topology();
@@ -300,6 +304,11 @@ impl Sink for RollupSink {
     fn reset(&mut self) {
         self.buffer.clear();
         self.buffered_events = 0;
+    }
+
+    async fn idle(&mut self) -> Result<(), SinkError> {
+        store::advance_idle_watermark(&self.pool, self.shard, IDLE_MARGIN).await?;
+        Ok(())
     }
 }
 

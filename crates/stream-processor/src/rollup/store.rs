@@ -332,3 +332,23 @@ pub async fn event_watermark(pool: &PgPool, shard: i32) -> sqlx::Result<Option<i
 
 /// Keeps `FastMap` in this module's vocabulary for callers building sketch caches.
 pub type SketchCache = FastMap<SketchKey, sightline_event::VisitorSketch>;
+
+/// An idle partition (drained, nothing unacknowledged) has counted everything ingest received
+/// until `margin` ago: its receipt watermark moves there. A partition that never committed
+/// has no row and stays out of the minimum.
+pub async fn advance_idle_watermark(
+    pool: &PgPool,
+    shard: i32,
+    margin: std::time::Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE rollup_watermarks SET flushed_at = now(), \
+           received_until = GREATEST(received_until, now() - make_interval(secs => $2)) \
+         WHERE shard = $1",
+    )
+    .bind(shard)
+    .bind(margin.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -181,19 +181,34 @@ impl World {
 
     /// Raw events as DuckDB reads them from the bucket, one JSON object per row.
     pub async fn raw_rows(&self) -> Vec<duckdb::Row> {
-        if self.bucket.keys("raw/events/").await.is_empty() {
-            return Vec::new();
-        }
-        duckdb::query_store(&self.bucket.store, "raw/events/", RAW_SQL)
+        self.try_raw_rows()
             .await
             .expect("DuckDB reads the raw events")
+    }
+
+    /// Like [`Self::raw_rows`], but an object listed and then deleted before DuckDB read it (a
+    /// restarted service cleaning up an unfinished flush) is an error to retry, not a failure.
+    async fn try_raw_rows(&self) -> anyhow::Result<Vec<duckdb::Row>> {
+        if self.bucket.keys("raw/events/").await.is_empty() {
+            return Ok(Vec::new());
+        }
+        duckdb::query_store(&self.bucket.store, "raw/events/", RAW_SQL).await
     }
 
     /// Polls until DuckDB sees `n` distinct event ids in `raw/` (or fails at the deadline).
     pub async fn wait_for_events(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let rows = self.raw_rows().await;
+            let rows = match self.try_raw_rows().await {
+                Ok(rows) => rows,
+                // The bucket changed under the reader: read again.
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("reading the lake again: {error:#}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(error) => panic!("DuckDB reads the raw events: {error:#}"),
+            };
             let mut ids: Vec<&str> = rows
                 .iter()
                 .map(|r| r["message_id"].as_str().unwrap())

@@ -1,0 +1,378 @@
+//! Stage 2: the day's exact rollup rows, and the transaction that makes them final.
+//!
+//! The rows come from the stream processor's own [`fold`] over the day's facts in time order:
+//! the same dimensions, counters, visit attribution and sketches as the speed layer, computed
+//! over complete, deduplicated input. Minute rows are the fold's working unit; `hour` rows are
+//! the UTC hours starting in the site's local day and the `day` row unites the day's minutes
+//! (local days need not start on a UTC hour).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use foldhash::fast::RandomState;
+use sightline_db::rollup::{Dimension, Granularity, Layer};
+use sightline_event::VisitorSketch;
+use sqlx::{Postgres, Row, Transaction};
+use stream_processor::rollup::{
+    aggregate::{Counters, FoldSettings, fold},
+    fact::Fact,
+};
+
+use crate::{BatchError, days::SiteDay};
+
+/// One row the batch layer writes.
+#[derive(Debug, Clone)]
+pub struct BatchRow {
+    /// `hour` or `day`.
+    pub granularity: Granularity,
+    /// Bucket start, µs.
+    pub bucket_us: i64,
+    /// Dimension.
+    pub dimension: Dimension,
+    /// Dimension value.
+    pub value: String,
+    /// Additive figures.
+    pub counters: Counters,
+    /// Unique visitors, when the row counts them.
+    pub visitors: Option<VisitorSketch>,
+}
+
+/// The rows of one site's day.
+#[derive(Debug, Clone)]
+pub struct SiteRows {
+    /// Whose day.
+    pub site: SiteDay,
+    /// Its `hour` and `day` rows.
+    pub rows: Vec<BatchRow>,
+}
+
+impl SiteRows {
+    /// The `day` row of the site's totals.
+    pub fn day_total(&self) -> Option<&BatchRow> {
+        self.rows
+            .iter()
+            .find(|r| r.granularity == Granularity::Day && r.dimension == Dimension::Total)
+    }
+}
+
+fn is_empty(c: &Counters) -> bool {
+    *c == Counters::default()
+}
+
+/// Folds one site's facts (in time order per visitor; margins included) into its day's rows.
+pub fn site_rows<'f>(site: &SiteDay, facts: impl IntoIterator<Item = &'f Fact>) -> SiteRows {
+    let currencies = [(site.site_id, site.currency.clone())]
+        .into_iter()
+        .collect::<std::collections::HashMap<_, _, RandomState>>();
+    // The batch reads what it was given: no event is too late for it.
+    let settings = FoldSettings {
+        now_us: i64::MIN,
+        late_max_age_us: 0,
+    };
+    let folded = fold(facts, |_| None, &currencies, settings);
+    // Minute rows in a fixed order, so the sketches are united in the same order on every run
+    // (the fold's own hour rows come out of a hash map).
+    let mut minutes: Vec<_> = folded
+        .rows
+        .iter()
+        .filter(|(key, _)| key.granularity == Granularity::Minute)
+        .map(|(key, delta)| {
+            (
+                key.bucket_us,
+                key.dimension,
+                folded.values.get(key.value),
+                delta,
+            )
+        })
+        .collect();
+    minutes.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    type Acc<'a> = (Counters, Vec<&'a VisitorSketch>);
+    let mut days: BTreeMap<(Dimension, &str), Acc<'_>> = BTreeMap::new();
+    let mut hours: BTreeMap<(i64, Dimension, &str), Acc<'_>> = BTreeMap::new();
+    for (bucket_us, dimension, value, delta) in minutes {
+        let hour = Granularity::Hour.truncate_us(bucket_us);
+        // Hours that start in the local day, whole (their minutes may pass its end).
+        if site.contains(hour) {
+            let entry = hours.entry((hour, dimension, value)).or_default();
+            add(&mut entry.0, &delta.counters);
+            entry.1.extend(delta.visitors.as_ref());
+        }
+        if site.contains(bucket_us) {
+            let entry = days.entry((dimension, value)).or_default();
+            add(&mut entry.0, &delta.counters);
+            entry.1.extend(delta.visitors.as_ref());
+        }
+    }
+    let mut rows = Vec::new();
+    let buckets = hours
+        .into_iter()
+        .map(|((hour, d, v), acc)| (Granularity::Hour, hour, d, v, acc))
+        .chain(
+            days.into_iter()
+                .map(|((d, v), acc)| (Granularity::Day, site.starts_us, d, v, acc)),
+        );
+    for (granularity, bucket_us, dimension, value, (counters, sketches)) in buckets {
+        if is_empty(&counters) && sketches.is_empty() {
+            continue;
+        }
+        rows.push(BatchRow {
+            granularity,
+            bucket_us,
+            dimension,
+            value: value.to_owned(),
+            counters,
+            visitors: (!sketches.is_empty()).then(|| VisitorSketch::union_of(sketches)),
+        });
+    }
+    rows.sort_by(|a, b| {
+        (a.granularity, a.bucket_us, a.dimension, &a.value).cmp(&(
+            b.granularity,
+            b.bucket_us,
+            b.dimension,
+            &b.value,
+        ))
+    });
+    SiteRows {
+        site: site.clone(),
+        rows,
+    }
+}
+
+fn add(to: &mut Counters, c: &Counters) {
+    to.events += c.events;
+    to.pageviews += c.pageviews;
+    to.visits += c.visits;
+    to.bounces += c.bounces;
+    to.duration_us += c.duration_us;
+    to.orders += c.orders;
+    to.revenue_micros += c.revenue_micros;
+    to.bot_events += c.bot_events;
+}
+
+fn timestamp(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+/// Rows inserted per statement.
+const INSERT_CHUNK: usize = 5_000;
+
+/// Closes one site's day inside `tx` (see `migrations/0004_rollup_closures.sql`): deletes its
+/// earlier batch rows, inserts `rows` at the next revision and upserts the closure. Returns the
+/// new revision.
+pub async fn close_site_day(
+    tx: &mut Transaction<'_, Postgres>,
+    site_rows: &SiteRows,
+) -> Result<i32, BatchError> {
+    let site = &site_rows.site;
+    let (starts, ends) = (timestamp(site.starts_us), timestamp(site.ends_us));
+    // Locks the closure row, so two runs closing the same day take turns.
+    let previous: Option<i32> = sqlx::query_scalar(
+        "SELECT revision FROM rollup_closures \
+         WHERE tenant_id = $1 AND site_id = $2 AND day = $3 FOR UPDATE",
+    )
+    .bind(site.tenant_id)
+    .bind(site.site_id)
+    .bind(site.day)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let revision = previous.unwrap_or(0) + 1;
+    sqlx::query(
+        "DELETE FROM rollups WHERE tenant_id = $1 AND site_id = $2 AND layer = $5 \
+         AND ((granularity = 'day' AND bucket = $3) \
+           OR (granularity = 'hour' AND bucket >= $3 AND bucket < $4))",
+    )
+    .bind(site.tenant_id)
+    .bind(site.site_id)
+    .bind(starts)
+    .bind(ends)
+    .bind(Layer::Batch.as_str())
+    .execute(&mut **tx)
+    .await?;
+    for rows in site_rows.rows.chunks(INSERT_CHUNK) {
+        insert_rows(tx, site, rows, revision).await?;
+    }
+    sqlx::query(
+        "INSERT INTO rollup_closures (tenant_id, site_id, day, starts_at, ends_at, revision) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (tenant_id, site_id, day) DO UPDATE SET starts_at = excluded.starts_at, \
+           ends_at = excluded.ends_at, revision = excluded.revision, closed_at = now()",
+    )
+    .bind(site.tenant_id)
+    .bind(site.site_id)
+    .bind(site.day)
+    .bind(starts)
+    .bind(ends)
+    .bind(revision)
+    .execute(&mut **tx)
+    .await?;
+    Ok(revision)
+}
+
+async fn insert_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    site: &SiteDay,
+    rows: &[BatchRow],
+    revision: i32,
+) -> Result<(), BatchError> {
+    let col =
+        |f: fn(&Counters) -> i64| -> Vec<i64> { rows.iter().map(|r| f(&r.counters)).collect() };
+    let sketches: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| {
+            r.visitors
+                .as_ref()
+                .map(VisitorSketch::to_bytes)
+                .unwrap_or_default()
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO rollups (tenant_id, site_id, granularity, bucket, dimension, value, \
+           layer, shard, events, pageviews, visits, bounces, duration_us, orders, \
+           revenue_micros, bot_events, visitors, revision) \
+         SELECT $1, $2, g, b, d, v, $14, 0, e, p, vi, bo, du, o, r, bot, NULLIF(sk, ''), $15 \
+         FROM unnest($3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::bigint[], \
+           $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
+           $13::bigint[], $16::bigint[], $17::bytea[]) \
+           AS u(g, b, d, v, e, p, vi, bo, du, o, r, bot, sk)",
+    )
+    .bind(site.tenant_id)
+    .bind(site.site_id)
+    .bind(
+        rows.iter()
+            .map(|r| r.granularity.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| timestamp(r.bucket_us))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.dimension.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.value.as_str()).collect::<Vec<_>>())
+    .bind(col(|c| c.events))
+    .bind(col(|c| c.pageviews))
+    .bind(col(|c| c.visits))
+    .bind(col(|c| c.bounces))
+    .bind(col(|c| c.duration_us))
+    .bind(col(|c| c.orders))
+    .bind(col(|c| c.revenue_micros))
+    .bind(Layer::Batch.as_str())
+    .bind(revision)
+    .bind(col(|c| c.bot_events))
+    .bind(sketches)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A site-day's totals as one figure per metric.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Counters of the site's totals row.
+    pub counters: Counters,
+    /// Estimated unique visitors, rounded.
+    pub visitors: i64,
+}
+
+/// The metric names of [`Totals::metrics`], in order.
+pub const METRICS: [&str; 9] = [
+    "events",
+    "pageviews",
+    "visitors",
+    "visits",
+    "bounces",
+    "duration_us",
+    "orders",
+    "revenue_micros",
+    "bot_events",
+];
+
+impl Totals {
+    /// Totals of the rows computed for a day.
+    pub fn of(rows: &SiteRows) -> Self {
+        rows.day_total().map_or_else(Self::default, |r| Self {
+            counters: r.counters,
+            visitors: r
+                .visitors
+                .as_ref()
+                .map_or(0, |s| s.estimate().round() as i64),
+        })
+    }
+
+    /// The figures in the order of [`METRICS`].
+    pub fn metrics(&self) -> [i64; 9] {
+        let c = &self.counters;
+        [
+            c.events,
+            c.pageviews,
+            self.visitors,
+            c.visits,
+            c.bounces,
+            c.duration_us,
+            c.orders,
+            c.revenue_micros,
+            c.bot_events,
+        ]
+    }
+}
+
+/// What the serving database reports for a site's day now: the batch `day` row when the day is
+/// closed, else the speed layer's minute rows of the day (every shard).
+pub async fn current_totals(pool: &sqlx::PgPool, site: &SiteDay) -> Result<Totals, BatchError> {
+    let (starts, ends) = (timestamp(site.starts_us), timestamp(site.ends_us));
+    let closed: Option<i32> = sqlx::query_scalar(
+        "SELECT revision FROM rollup_closures WHERE tenant_id = $1 AND site_id = $2 AND day = $3",
+    )
+    .bind(site.tenant_id)
+    .bind(site.site_id)
+    .bind(site.day)
+    .fetch_optional(pool)
+    .await?;
+    let sql = if closed.is_some() {
+        "SELECT events, pageviews, visits, bounces, duration_us, orders, revenue_micros, \
+           bot_events, visitors FROM rollups \
+         WHERE tenant_id = $1 AND site_id = $2 AND layer = 'batch' AND granularity = 'day' \
+           AND bucket = $3 AND $4 > $3 AND dimension = '' AND value = ''"
+    } else {
+        "SELECT events, pageviews, visits, bounces, duration_us, orders, revenue_micros, \
+           bot_events, visitors FROM rollups \
+         WHERE tenant_id = $1 AND site_id = $2 AND layer = 'speed' AND granularity = 'minute' \
+           AND bucket >= $3 AND bucket < $4 AND dimension = '' AND value = ''"
+    };
+    let rows = sqlx::query(sql)
+        .bind(site.tenant_id)
+        .bind(site.site_id)
+        .bind(starts)
+        .bind(ends)
+        .fetch_all(pool)
+        .await?;
+    let mut totals = Counters::default();
+    let mut sketch = VisitorSketch::new();
+    for row in rows {
+        add(
+            &mut totals,
+            &Counters {
+                events: row.try_get(0)?,
+                pageviews: row.try_get(1)?,
+                visits: row.try_get(2)?,
+                bounces: row.try_get(3)?,
+                duration_us: row.try_get(4)?,
+                orders: row.try_get(5)?,
+                revenue_micros: row.try_get(6)?,
+                bot_events: row.try_get(7)?,
+            },
+        );
+        let bytes: Option<Vec<u8>> = row.try_get(8)?;
+        if let Some(bytes) = bytes {
+            sketch.merge(&VisitorSketch::from_bytes(&bytes)?);
+        }
+    }
+    Ok(Totals {
+        counters: totals,
+        visitors: sketch.estimate().round() as i64,
+    })
+}

@@ -1,0 +1,347 @@
+//! Stage 1's output: the Arrow tables of `trusted/` for one tenant-day.
+//!
+//! - `events`: the day's unique, valid events with every enrichment, the visit they belong to
+//!   and the site's reference data (time zone, currency);
+//! - `sessions`: the visits that started in the day, whole (also when they cross midnight);
+//! - `daily_metrics`: one row per site and day, computed with DataFusion SQL from the two
+//!   tables above joined with the sites (exact unique visitors, not a sketch).
+//!
+//! No column is named `tenant` or `date`: those are the Hive partitions of the path.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::{
+    array::{
+        ArrayRef, BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray,
+        TimestampMicrosecondArray,
+    },
+    datatypes::{DataType, Field, Schema, SchemaRef},
+};
+use chrono::NaiveDate;
+use datafusion::{datasource::MemTable, prelude::SessionContext};
+use sightline_lake::schema::{event_type_name, timestamp_type};
+use stream_processor::rollup::fact::Kind;
+
+use crate::{
+    BatchError,
+    days::TenantDay,
+    enrich::{Prepared, Rejected, Visit},
+};
+
+fn utf8(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+
+static EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("message_id", false),
+        Field::new("site_id", DataType::Int64, false),
+        utf8("type", false),
+        utf8("name", true),
+        utf8("visitor_id", false),
+        utf8("user_id", true),
+        utf8("anonymous_id", true),
+        Field::new("timestamp", timestamp_type(), false),
+        Field::new("received_at", timestamp_type(), false),
+        utf8("session_id", true),
+        Field::new("is_pageview", DataType::Boolean, false),
+        utf8("page", true),
+        utf8("host", true),
+        utf8("path", true),
+        utf8("page_url", true),
+        utf8("page_referrer", true),
+        utf8("page_title", true),
+        utf8("browser", false),
+        utf8("browser_major", true),
+        utf8("os", false),
+        utf8("os_major", true),
+        utf8("device", false),
+        utf8("bot_reason", true),
+        utf8("source", false),
+        utf8("medium", false),
+        utf8("utm_source", true),
+        utf8("utm_medium", true),
+        utf8("utm_campaign", true),
+        utf8("utm_term", true),
+        utf8("utm_content", true),
+        Field::new("revenue_micros", DataType::Int64, true),
+        utf8("order_currency", true),
+        utf8("site_currency", false),
+        utf8("time_zone", false),
+        utf8("locale", true),
+        utf8("context", true),
+        utf8("properties", true),
+    ]))
+});
+
+static SESSIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("session_id", false),
+        Field::new("site_id", DataType::Int64, false),
+        utf8("visitor_id", false),
+        Field::new("started_at", timestamp_type(), false),
+        Field::new("ended_at", timestamp_type(), false),
+        Field::new("duration_us", DataType::Int64, false),
+        Field::new("events", DataType::Int64, false),
+        Field::new("pageviews", DataType::Int64, false),
+        Field::new("is_bounce", DataType::Boolean, false),
+        utf8("entry_page", true),
+        utf8("exit_page", true),
+        utf8("source", false),
+        utf8("medium", false),
+        utf8("utm_source", true),
+        utf8("utm_medium", true),
+        utf8("utm_campaign", true),
+        utf8("browser", false),
+        utf8("os", false),
+        utf8("device", false),
+    ]))
+});
+
+static REJECTED: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields: Vec<Field> = sightline_lake::schema::raw_event_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(utf8("error_reason", false));
+    Arc::new(Schema::new(fields))
+});
+
+/// The schema of `trusted/events`.
+pub fn events_schema() -> SchemaRef {
+    EVENTS.clone()
+}
+
+/// The schema of `trusted/sessions`.
+pub fn sessions_schema() -> SchemaRef {
+    SESSIONS.clone()
+}
+
+fn opt(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn strings<'a, T: 'a>(rows: &'a [T], f: impl Fn(&'a T) -> Option<&'a str>) -> ArrayRef {
+    Arc::new(rows.iter().map(f).collect::<StringArray>())
+}
+
+fn times<T>(rows: &[T], f: impl Fn(&T) -> i64) -> ArrayRef {
+    Arc::new(
+        rows.iter()
+            .map(|r| Some(f(r)))
+            .collect::<TimestampMicrosecondArray>()
+            .with_timezone("UTC"),
+    )
+}
+
+fn ints<T>(rows: &[T], f: impl Fn(&T) -> Option<i64>) -> ArrayRef {
+    Arc::new(rows.iter().map(f).collect::<Int64Array>())
+}
+
+/// `trusted/events` of the day: `events` already filtered to their site's day.
+pub fn events_batch(events: &[&Prepared], day: &TenantDay) -> Result<RecordBatch, BatchError> {
+    let site = |p: &Prepared| day.site(p.event.site_id);
+    let zone: Vec<String> = events
+        .iter()
+        .map(|p| {
+            site(p)
+                .map(|s| s.zone.name().to_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let currency: Vec<&str> = events
+        .iter()
+        .map(|p| site(p).map_or("", |s| s.currency.as_str()))
+        .collect();
+    let session_ids: Vec<Option<String>> = events
+        .iter()
+        .map(|p| p.session_id.map(|s| s.to_string()))
+        .collect();
+    let columns: Vec<ArrayRef> = vec![
+        strings(events, |p| Some(p.event.message_id.as_str())),
+        ints(events, |p| Some(p.event.site_id)),
+        strings(events, |p| Some(event_type_name(p.event.r#type()))),
+        strings(events, |p| opt(&p.event.name)),
+        strings(events, |p| Some(p.event.visitor_id.as_str())),
+        strings(events, |p| opt(&p.event.user_id)),
+        strings(events, |p| opt(&p.event.anonymous_id)),
+        times(events, |p| p.event.timestamp_us),
+        times(events, |p| p.event.received_at_us),
+        Arc::new(
+            session_ids
+                .iter()
+                .map(Option::as_deref)
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            events
+                .iter()
+                .map(|p| Some(p.fact.kind == Kind::Pageview))
+                .collect::<BooleanArray>(),
+        ),
+        strings(events, |p| opt(&p.fact.page)),
+        strings(events, |p| opt(&p.enriched.host)),
+        strings(events, |p| opt(&p.enriched.path)),
+        strings(events, |p| opt(&p.event.page_url)),
+        strings(events, |p| opt(&p.event.page_referrer)),
+        strings(events, |p| opt(&p.event.page_title)),
+        strings(events, |p| Some(p.enriched.browser.as_str())),
+        strings(events, |p| opt(&p.enriched.browser_major)),
+        strings(events, |p| Some(p.enriched.os.as_str())),
+        strings(events, |p| opt(&p.enriched.os_major)),
+        strings(events, |p| Some(p.enriched.device_class.as_str())),
+        strings(events, |p| p.fact.bot.map(|b| b.as_str())),
+        strings(events, |p| Some(p.enriched.source.as_str())),
+        strings(events, |p| Some(p.enriched.medium.as_str())),
+        strings(events, |p| opt(&p.enriched.utm_source)),
+        strings(events, |p| opt(&p.enriched.utm_medium)),
+        strings(events, |p| opt(&p.enriched.utm_campaign)),
+        strings(events, |p| opt(&p.enriched.utm_term)),
+        strings(events, |p| opt(&p.enriched.utm_content)),
+        ints(events, |p| p.fact.order.as_ref().map(|o| o.revenue_micros)),
+        Arc::new(
+            events
+                .iter()
+                .zip(&currency)
+                .map(|(p, site)| {
+                    p.fact
+                        .order
+                        .as_ref()
+                        .map(|o| o.currency.as_deref().unwrap_or(site))
+                })
+                .collect::<StringArray>(),
+        ),
+        Arc::new(StringArray::from_iter_values(currency.iter())),
+        Arc::new(StringArray::from_iter_values(zone.iter())),
+        strings(events, |p| opt(&p.event.locale)),
+        strings(events, |p| {
+            std::str::from_utf8(&p.event.context_json)
+                .ok()
+                .and_then(opt)
+        }),
+        strings(events, |p| {
+            std::str::from_utf8(&p.event.properties_json)
+                .ok()
+                .and_then(opt)
+        }),
+    ];
+    Ok(RecordBatch::try_new(events_schema(), columns)?)
+}
+
+/// `trusted/sessions` of the day: `visits` already filtered to those starting in it.
+pub fn sessions_batch(visits: &[&Visit]) -> Result<RecordBatch, BatchError> {
+    let ids: Vec<String> = visits.iter().map(|v| v.session_id.to_string()).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(ids.iter())),
+        ints(visits, |v| Some(v.site_id)),
+        strings(visits, |v| Some(v.visitor_id.as_str())),
+        times(visits, |v| v.start_us),
+        times(visits, |v| v.end_us),
+        ints(visits, |v| Some(v.end_us - v.start_us)),
+        ints(visits, |v| Some(i64::from(v.events))),
+        ints(visits, |v| Some(i64::from(v.pageviews))),
+        Arc::new(
+            visits
+                .iter()
+                .map(|v| Some(v.pageviews == 1))
+                .collect::<BooleanArray>(),
+        ),
+        strings(visits, |v| v.entry_page.as_deref()),
+        strings(visits, |v| v.exit_page.as_deref()),
+        strings(visits, |v| Some(v.attrs.source.as_str())),
+        strings(visits, |v| Some(v.attrs.medium.as_str())),
+        strings(visits, |v| opt(&v.attrs.utm_source)),
+        strings(visits, |v| opt(&v.attrs.utm_medium)),
+        strings(visits, |v| opt(&v.attrs.utm_campaign)),
+        strings(visits, |v| Some(v.attrs.browser.as_str())),
+        strings(visits, |v| Some(v.attrs.os.as_str())),
+        strings(visits, |v| Some(v.attrs.device.as_str())),
+    ];
+    Ok(RecordBatch::try_new(sessions_schema(), columns)?)
+}
+
+/// The rejected events, in the raw schema plus `error_reason`.
+pub fn rejected_batch(rejected: &[Rejected]) -> Result<RecordBatch, BatchError> {
+    let events: Vec<_> = rejected.iter().map(|r| r.event.clone()).collect();
+    let raw = sightline_lake::parquet::events_to_record_batch(&events)?;
+    let mut columns = raw.columns().to_vec();
+    columns.push(Arc::new(StringArray::from_iter_values(
+        rejected.iter().map(|r| r.reason),
+    )));
+    Ok(RecordBatch::try_new(REJECTED.clone(), columns)?)
+}
+
+/// The sites of the day as a table: the reference data the metrics join.
+fn sites_batch(day: &TenantDay) -> Result<RecordBatch, BatchError> {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    let days = (day.day - epoch).num_days() as i32;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("site_id", DataType::Int64, false),
+        Field::new("day", DataType::Date32, false),
+        utf8("time_zone", false),
+        utf8("currency", false),
+    ]));
+    let s = &day.sites;
+    let columns: Vec<ArrayRef> = vec![
+        ints(s, |s| Some(s.site_id)),
+        Arc::new(Date32Array::from(vec![days; s.len()])),
+        Arc::new(StringArray::from_iter_values(
+            s.iter().map(|s| s.zone.name()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            s.iter().map(|s| s.currency.as_str()),
+        )),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// `trusted/daily_metrics`: one row per site of the day (zeros for a site without events).
+pub async fn daily_metrics(
+    day: &TenantDay,
+    events: RecordBatch,
+    sessions: RecordBatch,
+) -> Result<Vec<RecordBatch>, BatchError> {
+    let ctx = SessionContext::new();
+    for (name, batch) in [
+        ("events", events),
+        ("sessions", sessions),
+        ("sites", sites_batch(day)?),
+    ] {
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        ctx.register_table(name, Arc::new(table))?;
+    }
+    // Orders count on the site's figures only in the site's currency, as in the rollups.
+    let sql = "
+        WITH e AS (
+          SELECT site_id,
+            sum(CASE WHEN bot_reason IS NULL THEN 1 ELSE 0 END) AS events,
+            sum(CASE WHEN bot_reason IS NULL AND is_pageview THEN 1 ELSE 0 END) AS pageviews,
+            count(DISTINCT CASE WHEN bot_reason IS NULL THEN visitor_id END) AS visitors,
+            sum(CASE WHEN bot_reason IS NULL AND order_currency = site_currency
+                THEN 1 ELSE 0 END) AS orders,
+            sum(CASE WHEN bot_reason IS NULL AND order_currency = site_currency
+                THEN revenue_micros ELSE 0 END) AS revenue_micros,
+            sum(CASE WHEN bot_reason IS NOT NULL THEN 1 ELSE 0 END) AS bot_events
+          FROM events GROUP BY site_id),
+        s AS (
+          SELECT site_id, count(*) AS visits,
+            sum(CASE WHEN is_bounce THEN 1 ELSE 0 END) AS bounces,
+            sum(duration_us) AS duration_us
+          FROM sessions GROUP BY site_id)
+        SELECT sites.site_id, sites.day, sites.time_zone, sites.currency,
+          CAST(coalesce(e.events, 0) AS BIGINT) AS events,
+          CAST(coalesce(e.pageviews, 0) AS BIGINT) AS pageviews,
+          CAST(coalesce(e.visitors, 0) AS BIGINT) AS visitors,
+          CAST(coalesce(s.visits, 0) AS BIGINT) AS visits,
+          CAST(coalesce(s.bounces, 0) AS BIGINT) AS bounces,
+          CAST(coalesce(s.duration_us, 0) AS BIGINT) AS duration_us,
+          CAST(coalesce(e.orders, 0) AS BIGINT) AS orders,
+          CAST(coalesce(e.revenue_micros, 0) AS BIGINT) AS revenue_micros,
+          CAST(coalesce(e.bot_events, 0) AS BIGINT) AS bot_events
+        FROM sites
+        LEFT JOIN e ON e.site_id = sites.site_id
+        LEFT JOIN s ON s.site_id = sites.site_id
+        ORDER BY sites.site_id";
+    Ok(ctx.sql(sql).await?.collect().await?)
+}

@@ -1,0 +1,449 @@
+//! The rollup answers: time series, breakdowns, aggregates, realtime and freshness, each read
+//! from one [`Snapshot`].
+
+use chrono::Utc;
+use sightline_db::rollup::{Dimension, Granularity, Layer};
+use sightline_proto::query::v1 as pb;
+use sqlx::PgPool;
+
+use crate::{
+    QueryError,
+    calendar::{self, Interval, Limits, MINUTE_US, Part, Plan, Window},
+    measure::{Metric, Totals, values},
+    request::{self, Selection},
+    sites::Site,
+    store::{Marks, Snapshot},
+};
+
+/// Minutes the realtime view covers, the current one included.
+const REALTIME_MINUTES: i64 = 5;
+
+/// Answers from the rollups.
+#[derive(Clone)]
+pub struct Reader {
+    pool: PgPool,
+    limits: Limits,
+    max_page_size: u32,
+}
+
+fn watermark(marks: Marks) -> pb::Watermark {
+    pb::Watermark {
+        complete_until_us: marks.speed_us.max(marks.batch_us).unwrap_or(0),
+        speed_complete_until_us: marks.speed_us.unwrap_or(0),
+        batch_complete_until_us: marks.batch_us.unwrap_or(0),
+    }
+}
+
+/// Totals per slot of `plan`, and the conversions per slot when asked for.
+struct Read {
+    slots: Vec<Totals>,
+    conversions: Option<Vec<Totals>>,
+}
+
+impl Reader {
+    /// A reader on `pool` with these limits.
+    pub fn new(pool: PgPool, limits: Limits, max_page_size: u32) -> Self {
+        Self {
+            pool,
+            limits,
+            max_page_size,
+        }
+    }
+
+    async fn planned(
+        &self,
+        snapshot: &mut Snapshot,
+        site_id: i64,
+        site: &Site,
+        window: &Window,
+        interval: Interval,
+        single: bool,
+    ) -> Result<Plan, QueryError> {
+        // Minute rows are the speed layer's only: no closure applies.
+        let closures = if interval == Interval::Minute {
+            Vec::new()
+        } else {
+            snapshot
+                .closures(site.tenant_id, site_id, window.from_us, window.to_us)
+                .await?
+        };
+        Ok(calendar::plan(
+            window,
+            interval,
+            site.time_zone,
+            &closures,
+            single,
+        ))
+    }
+
+    async fn read(
+        &self,
+        snapshot: &mut Snapshot,
+        site_id: i64,
+        site: &Site,
+        plan: &Plan,
+        selection: &Selection,
+    ) -> Result<Read, QueryError> {
+        let sums = snapshot
+            .sums(
+                site.tenant_id,
+                site_id,
+                &plan.parts,
+                selection.dimension,
+                selection.value.as_deref(),
+                false,
+            )
+            .await?;
+        let fold = |sums: Vec<crate::store::RowSum>| {
+            let mut slots = vec![Totals::default(); plan.slots.len()];
+            for row in sums {
+                if let Some(i) = plan.slot_of(row.bucket_us) {
+                    slots[i].add(row.totals);
+                }
+            }
+            slots
+        };
+        let conversions = match &selection.conversion_event {
+            Some(event) => Some(fold(
+                snapshot
+                    .sums(
+                        site.tenant_id,
+                        site_id,
+                        &plan.parts,
+                        Dimension::Event,
+                        Some(event),
+                        false,
+                    )
+                    .await?,
+            )),
+            None => None,
+        };
+        Ok(Read {
+            slots: fold(sums),
+            conversions,
+        })
+    }
+
+    /// `GetTimeseries`.
+    pub async fn timeseries(
+        &self,
+        site: &Site,
+        req: &pb::TimeseriesRequest,
+    ) -> Result<pb::TimeseriesResponse, QueryError> {
+        let selection = request::totals(&req.metrics, req.filter.as_ref(), &req.conversion_event)?;
+        let interval = Interval::parse(&req.interval)?;
+        let window = calendar::resolve(req.range.as_ref(), interval, site.time_zone, self.limits)?;
+        let mut snapshot = Snapshot::begin(&self.pool).await?;
+        let plan = self
+            .planned(&mut snapshot, req.site_id, site, &window, interval, false)
+            .await?;
+        let read = self
+            .read(&mut snapshot, req.site_id, site, &plan, &selection)
+            .await?;
+        let marks = snapshot.marks(site.tenant_id, req.site_id).await?;
+        snapshot.finish().await?;
+        let mut buckets = Vec::with_capacity(plan.slots.len());
+        for (i, (slot, totals)) in plan.slots.iter().zip(&read.slots).enumerate() {
+            let conversions = read.conversions.as_ref().and_then(|c| c.get(i));
+            buckets.push(pb::Bucket {
+                start_us: slot.start_us,
+                end_us: slot.end_us,
+                label: slot.label.clone(),
+                is_final: slot.is_final,
+                revision: slot.revision,
+                values: values(&selection.metrics, totals, conversions)?,
+            });
+        }
+        Ok(pb::TimeseriesResponse {
+            time_zone: site.time_zone.name().to_string(),
+            currency: site.currency.clone(),
+            buckets,
+            watermark: Some(watermark(marks)),
+        })
+    }
+
+    /// `GetAggregate`: the range, and the same number of local days before it.
+    pub async fn aggregate(
+        &self,
+        site: &Site,
+        req: &pb::AggregateRequest,
+    ) -> Result<pb::AggregateResponse, QueryError> {
+        let selection = request::totals(&req.metrics, req.filter.as_ref(), &req.conversion_event)?;
+        let tz = site.time_zone;
+        let window = calendar::resolve(req.range.as_ref(), Interval::Day, tz, self.limits)?;
+        let Some((first, last)) = window.days else {
+            return Err(QueryError::Internal("a day window without days".into()));
+        };
+        let length = last - first + chrono::Duration::days(1);
+        let previous_first = first - length;
+        let previous = Window {
+            from_us: calendar::day_start(tz, previous_first),
+            to_us: window.from_us,
+            days: Some((previous_first, first - chrono::Duration::days(1))),
+        };
+        let mut snapshot = Snapshot::begin(&self.pool).await?;
+        let mut periods = Vec::with_capacity(2);
+        for w in [&window, &previous] {
+            let plan = self
+                .planned(&mut snapshot, req.site_id, site, w, Interval::Day, true)
+                .await?;
+            let read = self
+                .read(&mut snapshot, req.site_id, site, &plan, &selection)
+                .await?;
+            let (is_final, revision) = plan.finality();
+            let totals = read.slots.into_iter().next().unwrap_or_default();
+            let conversions = read.conversions.and_then(|c| c.into_iter().next());
+            periods.push(pb::Period {
+                start_us: w.from_us,
+                end_us: w.to_us,
+                is_final,
+                revision,
+                values: values(&selection.metrics, &totals, conversions.as_ref())?,
+            });
+        }
+        let marks = snapshot.marks(site.tenant_id, req.site_id).await?;
+        snapshot.finish().await?;
+        let previous = periods.pop();
+        Ok(pb::AggregateResponse {
+            time_zone: tz.name().to_string(),
+            currency: site.currency.clone(),
+            current: periods.pop(),
+            previous,
+            watermark: Some(watermark(marks)),
+        })
+    }
+
+    /// `GetBreakdown`.
+    pub async fn breakdown(
+        &self,
+        site: &Site,
+        req: &pb::BreakdownRequest,
+    ) -> Result<pb::BreakdownResponse, QueryError> {
+        let selection = request::breakdown(&req.dimension, &req.metrics, req.filter.as_ref())?;
+        let order = if req.order_by.is_empty() {
+            selection.metrics[0]
+        } else {
+            *selection
+                .metrics
+                .iter()
+                .find(|m| m.name() == req.order_by)
+                .ok_or_else(|| {
+                    QueryError::InvalidArgument(format!(
+                        "order_by: `{}` is not one of the requested metrics",
+                        req.order_by
+                    ))
+                })?
+        };
+        let page_size = match req.page_size {
+            0 => 10,
+            n if n < 0 || n.unsigned_abs() > self.max_page_size => {
+                return Err(QueryError::InvalidArgument(format!(
+                    "page_size: must be between 1 and {}",
+                    self.max_page_size
+                )));
+            }
+            n => n.unsigned_abs() as usize,
+        };
+        let offset: usize = match req.page_token.as_str() {
+            "" => 0,
+            token => token.parse().map_err(|_| {
+                QueryError::InvalidArgument("page_token: not a token this service issued".into())
+            })?,
+        };
+        let window = calendar::resolve(
+            req.range.as_ref(),
+            Interval::Day,
+            site.time_zone,
+            self.limits,
+        )?;
+        let mut snapshot = Snapshot::begin(&self.pool).await?;
+        let plan = self
+            .planned(
+                &mut snapshot,
+                req.site_id,
+                site,
+                &window,
+                Interval::Day,
+                true,
+            )
+            .await?;
+        let rows = snapshot
+            .sums(
+                site.tenant_id,
+                req.site_id,
+                &plan.parts,
+                selection.dimension,
+                selection.value.as_deref(),
+                true,
+            )
+            .await?;
+        // The denominator of each event's conversion rate: every visitor of the site.
+        let everyone = if selection.converts() {
+            let all = snapshot
+                .sums(
+                    site.tenant_id,
+                    req.site_id,
+                    &plan.parts,
+                    Dimension::Total,
+                    Some(""),
+                    true,
+                )
+                .await?;
+            all.into_iter().next().map(|r| r.totals).unwrap_or_default()
+        } else {
+            Totals::default()
+        };
+        let marks = snapshot.marks(site.tenant_id, req.site_id).await?;
+        snapshot.finish().await?;
+
+        let mut computed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let figures = if selection.converts() {
+                let mut v = values(&selection.metrics, &everyone, Some(&row.totals))?;
+                // Everything but the conversion rate is the row's own.
+                let own = values(&selection.metrics, &row.totals, None)?;
+                for (slot, own) in v.iter_mut().zip(own) {
+                    if slot.metric != Metric::ConversionRate.name() {
+                        *slot = own;
+                    }
+                }
+                v
+            } else {
+                values(&selection.metrics, &row.totals, None)?
+            };
+            computed.push(pb::BreakdownRow {
+                value: row.value,
+                values: figures,
+            });
+        }
+        let key = |r: &pb::BreakdownRow| {
+            r.values
+                .iter()
+                .find(|v| v.metric == order.name())
+                .map_or(0.0, |v| v.value)
+        };
+        computed.sort_by(|a, b| {
+            key(b)
+                .total_cmp(&key(a))
+                .then_with(|| a.value.cmp(&b.value))
+        });
+        let total = computed.len();
+        let end = offset.saturating_add(page_size).min(total);
+        let page: Vec<pb::BreakdownRow> = computed
+            .into_iter()
+            .skip(offset)
+            .take(end.saturating_sub(offset))
+            .collect();
+        let (is_final, revision) = plan.finality();
+        Ok(pb::BreakdownResponse {
+            time_zone: site.time_zone.name().to_string(),
+            currency: site.currency.clone(),
+            rows: page,
+            next_page_token: if end < total {
+                end.to_string()
+            } else {
+                String::new()
+            },
+            total_values: i64::try_from(total).unwrap_or(i64::MAX),
+            is_final,
+            revision,
+            watermark: Some(watermark(marks)),
+        })
+    }
+
+    /// `GetRealtime`: the current UTC minute and the four before it, from the speed layer.
+    pub async fn realtime(
+        &self,
+        site_id: i64,
+        site: &Site,
+        top_pages: i32,
+    ) -> Result<pb::RealtimeResponse, QueryError> {
+        let top = match top_pages {
+            0 => 10,
+            n if n < 0 || n.unsigned_abs() > self.max_page_size => {
+                return Err(QueryError::InvalidArgument(format!(
+                    "top_pages: must be between 1 and {}",
+                    self.max_page_size
+                )));
+            }
+            n => n.unsigned_abs() as usize,
+        };
+        let to_us = Granularity::Minute.truncate_us(Utc::now().timestamp_micros()) + MINUTE_US;
+        let from_us = to_us - REALTIME_MINUTES * MINUTE_US;
+        let parts = [Part {
+            layer: Layer::Speed,
+            granularity: Granularity::Minute,
+            lo_us: from_us,
+            hi_us: to_us,
+        }];
+        let mut snapshot = Snapshot::begin(&self.pool).await?;
+        let totals = snapshot
+            .sums(
+                site.tenant_id,
+                site_id,
+                &parts,
+                Dimension::Total,
+                Some(""),
+                true,
+            )
+            .await?
+            .into_iter()
+            .next()
+            .map(|r| r.totals)
+            .unwrap_or_default();
+        let pages = snapshot
+            .sums(site.tenant_id, site_id, &parts, Dimension::Page, None, true)
+            .await?;
+        let marks = snapshot.marks(site.tenant_id, site_id).await?;
+        snapshot.finish().await?;
+        let visitors_of = |t: &Totals| -> Result<pb::Value, QueryError> {
+            Ok(values(&[Metric::Visitors], t, None)?
+                .into_iter()
+                .next()
+                .unwrap_or_default())
+        };
+        let mut top_pages = Vec::with_capacity(pages.len());
+        for page in pages {
+            top_pages.push(pb::RealtimePage {
+                visitors: Some(visitors_of(&page.totals)?),
+                pageviews: page.totals.pageviews,
+                page: page.value,
+            });
+        }
+        let visitors = |p: &pb::RealtimePage| p.visitors.as_ref().map_or(0.0, |v| v.value);
+        top_pages.sort_by(|a, b| {
+            visitors(b)
+                .total_cmp(&visitors(a))
+                .then(b.pageviews.cmp(&a.pageviews))
+                .then_with(|| a.page.cmp(&b.page))
+        });
+        top_pages.truncate(top);
+        Ok(pb::RealtimeResponse {
+            from_us,
+            to_us,
+            visitors: Some(visitors_of(&totals)?),
+            pageviews: totals.pageviews,
+            top_pages,
+            watermark: Some(watermark(marks)),
+        })
+    }
+
+    /// One site's part of `GetFreshness`.
+    pub async fn freshness(
+        &self,
+        site_id: i64,
+        site: &Site,
+    ) -> Result<pb::SiteFreshness, QueryError> {
+        let mut snapshot = Snapshot::begin(&self.pool).await?;
+        let marks = snapshot.marks(site.tenant_id, site_id).await?;
+        let last = snapshot.last_closure(site.tenant_id, site_id).await?;
+        snapshot.finish().await?;
+        Ok(pb::SiteFreshness {
+            site_id,
+            time_zone: site.time_zone.name().to_string(),
+            watermark: Some(watermark(marks)),
+            last_closed_day: last.map(|(d, _)| d.to_string()).unwrap_or_default(),
+            last_closed_revision: last.map_or(0, |(_, r)| r),
+        })
+    }
+}

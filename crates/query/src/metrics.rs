@@ -1,0 +1,68 @@
+//! The query service's Prometheus metrics.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+};
+use sightline_kit::telemetry::Metrics;
+
+/// Labels of answered calls.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// The RPC, such as `GetTimeseries`.
+    pub rpc: &'static str,
+    /// `ok` or the error's kind (`invalid_argument`, `rate_limited`, `database`, …).
+    pub outcome: &'static str,
+}
+
+/// Labels of per-RPC series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// The RPC.
+    pub rpc: &'static str,
+}
+
+/// Everything the query service counts.
+#[derive(Clone)]
+pub struct QueryMetrics {
+    /// Calls answered, by outcome.
+    pub calls: Family<CallLabels, Counter>,
+    /// Time to answer (for SQL: to the first page).
+    pub call_seconds: Family<RpcLabels, Histogram>,
+    /// Rows streamed by SQL queries.
+    pub sql_rows: Counter,
+}
+
+impl QueryMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Metrics) -> Self {
+        let m = Self {
+            calls: Family::default(),
+            call_seconds: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                ])
+            }),
+            sql_rows: Counter::default(),
+        };
+        registry.register(|r| {
+            let r = r.sub_registry_with_prefix("sightline_query");
+            r.register(
+                "calls",
+                "gRPC calls answered, by RPC and outcome",
+                m.calls.clone(),
+            );
+            r.register(
+                "call_seconds",
+                "Time to answer a gRPC call (SQL: to the first page)",
+                m.call_seconds.clone(),
+            );
+            r.register(
+                "sql_rows",
+                "Rows returned by SQL queries",
+                m.sql_rows.clone(),
+            );
+        });
+        m
+    }
+}
