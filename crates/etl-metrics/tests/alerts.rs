@@ -136,7 +136,19 @@ async fn each_alert_fires_and_resolves_exactly_once_across_a_restart() {
     );
     assert_eq!(rejected["alerts"][0]["annotations"]["value"], "0.5");
 
-    // A restart does not page again.
+    // A restart does not page again. The receiver counts a post before the service hears its
+    // 200: stop only once the service has recorded all four as delivered, as a post cut off
+    // in flight is (by design) sent again.
+    support::wait_for("four deliveries recorded", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM alert_state WHERE state = 'firing' AND notified_at IS NOT NULL",
+        )
+        .fetch_one(&world.pool)
+        .await
+        .unwrap()
+            == 4
+    })
+    .await;
     service.stop().await;
     let service = Service::start(env(&world, &receiver)).await;
     service.wait_evaluations(3).await;
