@@ -30,7 +30,7 @@ pub use session::{
     SESSION_TIMEOUT_US, SessionDelta, SessionEvent, SessionStep, VisitorKey, VisitorSession,
     apply_event,
 };
-pub use sketch::VisitorSketch;
+pub use sketch::{VisitorHash, VisitorSketch};
 pub use user_agent::{DeviceClass, ParsedUserAgent, UserAgentParser};
 
 use serde::{Deserialize, Serialize};

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use foldhash::fast::RandomState;
 use sightline_db::rollup::{Dimension, Granularity};
 use sightline_event::{
-    SESSION_TIMEOUT_US, SessionDelta, SessionEvent, VisitorKey, VisitorSketch, apply_event,
-    session::Placement,
+    SESSION_TIMEOUT_US, SessionDelta, SessionEvent, VisitorHash, VisitorKey, VisitorSketch,
+    apply_event, session::Placement,
 };
 
 use super::{
@@ -289,6 +289,7 @@ impl Fold {
             Kind::Track if !fact.name.is_empty() => rows.push((Dimension::Event, &fact.name)),
             _ => {}
         }
+        let visitor = VisitorHash::of(&fact.visitor_id);
         for (dimension, value) in rows {
             let row = self.row(fact, minute, dimension, value);
             row.counters.events += 1;
@@ -299,7 +300,7 @@ impl Fold {
             }
             row.visitors
                 .get_or_insert_with(VisitorSketch::new)
-                .insert(&fact.visitor_id);
+                .insert_hashed(visitor);
         }
     }
 
