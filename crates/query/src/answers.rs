@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 use crate::{
     QueryError,
-    calendar::{self, Interval, Limits, MINUTE_US, Part, Plan, Window},
+    calendar::{self, Closure, Interval, Limits, MINUTE_US, Part, Plan, Window},
     measure::{Metric, Totals, values},
     request::{self, Selection},
     sites::Site,
@@ -50,30 +50,23 @@ impl Reader {
         }
     }
 
-    async fn planned(
+    /// The closures over `window` (none for minute series: minute rows are the speed layer's
+    /// only) and the watermarks, both from `snapshot`.
+    async fn closures(
         &self,
         snapshot: &mut Snapshot,
         site_id: i64,
         site: &Site,
         window: &Window,
         interval: Interval,
-        single: bool,
-    ) -> Result<Plan, QueryError> {
-        // Minute rows are the speed layer's only: no closure applies.
-        let closures = if interval == Interval::Minute {
-            Vec::new()
-        } else {
-            snapshot
-                .closures(site.tenant_id, site_id, window.from_us, window.to_us)
-                .await?
-        };
-        Ok(calendar::plan(
-            window,
-            interval,
-            site.time_zone,
-            &closures,
-            single,
-        ))
+    ) -> Result<(Vec<Closure>, Marks), QueryError> {
+        if interval == Interval::Minute {
+            let marks = snapshot.marks(site.tenant_id, site_id).await?;
+            return Ok((Vec::new(), marks));
+        }
+        snapshot
+            .closures_and_marks(site.tenant_id, site_id, window.from_us, window.to_us)
+            .await
     }
 
     async fn read(
@@ -134,13 +127,13 @@ impl Reader {
         let interval = Interval::parse(&req.interval)?;
         let window = calendar::resolve(req.range.as_ref(), interval, site.time_zone, self.limits)?;
         let mut snapshot = Snapshot::begin(&self.pool).await?;
-        let plan = self
-            .planned(&mut snapshot, req.site_id, site, &window, interval, false)
+        let (closures, marks) = self
+            .closures(&mut snapshot, req.site_id, site, &window, interval)
             .await?;
+        let plan = calendar::plan(&window, interval, site.time_zone, &closures, false);
         let read = self
             .read(&mut snapshot, req.site_id, site, &plan, &selection)
             .await?;
-        let marks = snapshot.marks(site.tenant_id, req.site_id).await?;
         snapshot.finish().await?;
         let mut buckets = Vec::with_capacity(plan.slots.len());
         for (i, (slot, totals)) in plan.slots.iter().zip(&read.slots).enumerate() {
@@ -182,11 +175,18 @@ impl Reader {
             days: Some((previous_first, first - chrono::Duration::days(1))),
         };
         let mut snapshot = Snapshot::begin(&self.pool).await?;
+        // One read of the closures of both periods (they are adjacent).
+        let both = Window {
+            from_us: previous.from_us,
+            to_us: window.to_us,
+            days: None,
+        };
+        let (closures, marks) = self
+            .closures(&mut snapshot, req.site_id, site, &both, Interval::Day)
+            .await?;
         let mut periods = Vec::with_capacity(2);
         for w in [&window, &previous] {
-            let plan = self
-                .planned(&mut snapshot, req.site_id, site, w, Interval::Day, true)
-                .await?;
+            let plan = calendar::plan(w, Interval::Day, tz, &closures, true);
             let read = self
                 .read(&mut snapshot, req.site_id, site, &plan, &selection)
                 .await?;
@@ -201,7 +201,6 @@ impl Reader {
                 values: values(&selection.metrics, &totals, conversions.as_ref())?,
             });
         }
-        let marks = snapshot.marks(site.tenant_id, req.site_id).await?;
         snapshot.finish().await?;
         let previous = periods.pop();
         Ok(pb::AggregateResponse {
@@ -257,16 +256,10 @@ impl Reader {
             self.limits,
         )?;
         let mut snapshot = Snapshot::begin(&self.pool).await?;
-        let plan = self
-            .planned(
-                &mut snapshot,
-                req.site_id,
-                site,
-                &window,
-                Interval::Day,
-                true,
-            )
+        let (closures, marks) = self
+            .closures(&mut snapshot, req.site_id, site, &window, Interval::Day)
             .await?;
+        let plan = calendar::plan(&window, Interval::Day, site.time_zone, &closures, true);
         let rows = snapshot
             .sums(
                 site.tenant_id,
@@ -293,7 +286,6 @@ impl Reader {
         } else {
             Totals::default()
         };
-        let marks = snapshot.marks(site.tenant_id, req.site_id).await?;
         snapshot.finish().await?;
 
         let mut computed = Vec::with_capacity(rows.len());

@@ -91,6 +91,16 @@ pub struct SqlConfig {
     pub max_rows: u64,
     /// Rows per streamed page.
     pub page_rows: u32,
+    /// How long a tenant's object listing and table definitions are reused: objects written to
+    /// the lake are seen by SQL up to this much later. 0 lists on every query.
+    pub listing_ttl_ms: u64,
+}
+
+impl SqlConfig {
+    /// How long listings and table definitions are reused.
+    pub fn listing_ttl(&self) -> Duration {
+        Duration::from_millis(self.listing_ttl_ms)
+    }
 }
 
 impl QueryConfig {
@@ -156,6 +166,11 @@ impl QueryConfig {
             self.sql.max_rows > 0 && self.sql.page_rows > 0,
             "query.sql.max_rows",
             "the row limit and query.sql.page_rows must be positive",
+        );
+        p.check(
+            self.sql.listing_ttl_ms <= 300_000,
+            "query.sql.listing_ttl_ms",
+            "must be at most 300000: new lake objects stay unseen this long",
         );
         p
     }

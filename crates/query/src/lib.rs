@@ -91,7 +91,7 @@ pub async fn run(
             },
             q.max_page_size,
         ),
-        sql: SqlEngine::new(lake, q.sql.clone(), metrics.clone()),
+        sql: SqlEngine::new(lake, q.sql.clone(), q.cache_capacity, metrics.clone())?,
         metrics,
     };
 

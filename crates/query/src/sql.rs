@@ -6,6 +6,13 @@
 //! `trusted_events` over `trusted/events/tenant=T/` when the batch layer has written it. Nothing
 //! else of the lake is reachable: DDL (`CREATE EXTERNAL TABLE … LOCATION`), DML (`COPY`,
 //! `INSERT`) and statements (`SET`) are refused, and URL tables are off.
+//!
+//! What does not depend on the query is kept between queries, for `query.sql.listing_ttl_ms`:
+//! each tenant's table definitions (so the trusted schema is not inferred again), and, in one
+//! DataFusion runtime shared by every session, each table's object listing, the Parquet footers
+//! and the per-file statistics (footers and statistics are checked against the listed size and
+//! modification time). Sessions themselves are never shared: their catalogs are per query, so no
+//! tenant's tables are ever visible to another's query.
 
 use std::{
     sync::Arc,
@@ -19,10 +26,15 @@ use datafusion::{
         listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl},
     },
     error::DataFusionError,
-    execution::context::{SQLOptions, SessionConfig, SessionContext},
+    execution::{
+        cache::cache_manager::CacheManagerConfig,
+        context::{SQLOptions, SessionConfig, SessionContext},
+        runtime_env::{RuntimeEnv, RuntimeEnvBuilder},
+    },
 };
 use futures_util::StreamExt;
 use object_store::{ObjectStore, path::Path};
+use quick_cache::sync::Cache;
 use sightline_lake::{
     arrow_store::{LAKE_URL, table_url},
     schema::raw_event_schema,
@@ -38,8 +50,20 @@ use crate::{QueryError, config::SqlConfig, metrics::QueryMetrics, service::SqlPa
 #[derive(Clone)]
 pub struct SqlEngine {
     store: Arc<dyn ObjectStore>,
+    /// Object store registry and caches, shared by every session (never the catalogs).
+    runtime: Arc<RuntimeEnv>,
+    /// Each tenant's table definitions, with when they were made.
+    tables: Arc<Cache<i64, TenantTables>>,
     config: SqlConfig,
     metrics: QueryMetrics,
+}
+
+/// The tables a tenant's sessions hold.
+#[derive(Clone)]
+struct TenantTables {
+    events: Arc<ListingTable>,
+    trusted_events: Option<Arc<ListingTable>>,
+    made: Instant,
 }
 
 fn planning(e: DataFusionError) -> QueryError {
@@ -55,13 +79,34 @@ fn status(e: QueryError) -> Status {
 }
 
 impl SqlEngine {
-    /// An engine over `store` (the lake, see `sightline_lake::arrow_store`).
-    pub fn new(store: Arc<dyn ObjectStore>, config: SqlConfig, metrics: QueryMetrics) -> Self {
-        Self {
+    /// An engine over `store` (the lake, see `sightline_lake::arrow_store`), keeping the table
+    /// definitions of up to `tenants` tenants.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        config: SqlConfig,
+        tenants: usize,
+        metrics: QueryMetrics,
+    ) -> Result<Self, QueryError> {
+        let ttl = config.listing_ttl();
+        // DataFusion keeps listings forever unless told otherwise; none at all when the TTL is 0.
+        let caches = if ttl.is_zero() {
+            CacheManagerConfig::default().with_list_files_cache_limit(0)
+        } else {
+            CacheManagerConfig::default().with_list_files_cache_ttl(Some(ttl))
+        };
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
+            .build_arc()
+            .map_err(|e| QueryError::Internal(format!("sql runtime: {e}")))?;
+        let url = url::Url::parse(LAKE_URL).map_err(|e| QueryError::Internal(e.to_string()))?;
+        runtime.register_object_store(&url, store.clone());
+        Ok(Self {
             store,
+            runtime,
+            tables: Arc::new(Cache::new(tenants.max(1))),
             config,
             metrics,
-        }
+        })
     }
 
     /// Whether anything lies under `prefix`.
@@ -77,29 +122,52 @@ impl SqlEngine {
 
     /// A session that sees only `tenant_id`'s tables.
     async fn session(&self, tenant_id: i64) -> Result<SessionContext, QueryError> {
+        let tables = self.tables_of(tenant_id).await?;
         let config = SessionConfig::new().with_information_schema(false);
-        let ctx = SessionContext::new_with_config(config);
-        let url = url::Url::parse(LAKE_URL).map_err(|e| QueryError::Internal(e.to_string()))?;
-        ctx.register_object_store(&url, self.store.clone());
-        let raw = format!("raw/events/tenant={tenant_id}/");
-        self.register(&ctx, "events", &raw, &["date", "hour"], true)
-            .await?;
-        let trusted = format!("trusted/events/tenant={tenant_id}/");
-        if self.exists(&trusted).await? {
-            self.register(&ctx, "trusted_events", &trusted, &["date"], false)
-                .await?;
+        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        ctx.register_table("events", tables.events)
+            .map_err(planning)?;
+        if let Some(trusted) = tables.trusted_events {
+            ctx.register_table("trusted_events", trusted)
+                .map_err(planning)?;
         }
         Ok(ctx)
     }
 
-    async fn register(
+    /// `tenant_id`'s table definitions, made again once older than the listing TTL (the
+    /// trusted table appears, or its schema changes).
+    async fn tables_of(&self, tenant_id: i64) -> Result<TenantTables, QueryError> {
+        if let Some(hit) = self.tables.get(&tenant_id)
+            && hit.made.elapsed() < self.config.listing_ttl()
+        {
+            return Ok(hit);
+        }
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), self.runtime.clone());
+        let raw = format!("raw/events/tenant={tenant_id}/");
+        let events = self.table(&ctx, &raw, &["date", "hour"], true).await?;
+        let trusted = format!("trusted/events/tenant={tenant_id}/");
+        let trusted_events = if self.exists(&trusted).await? {
+            Some(self.table(&ctx, &trusted, &["date"], false).await?)
+        } else {
+            None
+        };
+        let tables = TenantTables {
+            events,
+            trusted_events,
+            made: Instant::now(),
+        };
+        self.tables.insert(tenant_id, tables.clone());
+        Ok(tables)
+    }
+
+    /// A Parquet table over `prefix` with Hive `partitions`.
+    async fn table(
         &self,
         ctx: &SessionContext,
-        name: &str,
         prefix: &str,
         partitions: &[&str],
         raw_schema: bool,
-    ) -> Result<(), QueryError> {
+    ) -> Result<Arc<ListingTable>, QueryError> {
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(
@@ -126,10 +194,7 @@ impl SqlEngine {
                 .map_err(planning)?;
             config.with_schema(schema)
         };
-        let table = ListingTable::try_new(config).map_err(planning)?;
-        ctx.register_table(name, Arc::new(table))
-            .map_err(planning)?;
-        Ok(())
+        Ok(Arc::new(ListingTable::try_new(config).map_err(planning)?))
     }
 
     /// Plans `request.sql` for `tenant_id` and streams its pages. Planning errors are returned

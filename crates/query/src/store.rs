@@ -1,7 +1,10 @@
 //! Reading rollups: closures, rows and watermarks from one snapshot of the serving database,
 //! so a day the batch layer closes meanwhile is seen either wholly speed or wholly batch.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::TryStreamExt;
 use sightline_db::rollup::Dimension;
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -35,8 +38,8 @@ fn at(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
-type SumRow = (
-    Option<DateTime<Utc>>,
+type Row = (
+    DateTime<Utc>,
     String,
     i64,
     i64,
@@ -44,20 +47,47 @@ type SumRow = (
     i64,
     i64,
     i64,
-    Vec<Vec<u8>>,
+    Option<Vec<u8>>,
 );
 
-const SUMS: &str = "sum(r.events)::int8, sum(r.pageviews)::int8, sum(r.visits)::int8, \
-    sum(r.bounces)::int8, sum(r.duration_us)::int8, sum(r.revenue_micros)::int8, \
-    coalesce(array_agg(r.visitors) FILTER (WHERE r.visitors IS NOT NULL), '{}')";
-
-// The parts arrive as parallel arrays; each joins the primary key's (tenant, site, granularity,
-// bucket) prefix as a range scan.
-const FROM_PARTS: &str = "FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[]) \
+// The parts arrive as parallel arrays. Each is read by its own index range scan (the
+// `rollups_by_dimension` index of migration 0008: dimension, granularity, layer, then the bucket
+// range): `OFFSET 0` keeps the planner from flattening the subquery, so the generic plan of this
+// prepared statement cannot trade the ranges for a scan of the site's whole history when it
+// misestimates `unnest`. Rows come back unsorted and ungrouped: summing them here spares the
+// database a sort of every sketch.
+const ROWS_OF_PARTS: &str = "SELECT r.bucket, r.value, r.events, r.pageviews, r.visits, r.bounces, \
+        r.duration_us, r.revenue_micros, r.visitors \
+    FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[]) \
         AS p(layer, granularity, lo, hi) \
-    JOIN rollups r ON r.tenant_id = $1 AND r.site_id = $2 AND r.granularity = p.granularity \
-        AND r.bucket >= p.lo AND r.bucket < p.hi AND r.layer = p.layer \
-    WHERE r.dimension = $7 AND ($8::text IS NULL OR r.value = $8)";
+    CROSS JOIN LATERAL ( \
+        SELECT * FROM rollups r \
+        WHERE r.tenant_id = $1 AND r.site_id = $2 AND r.dimension = $7 \
+            AND r.granularity = p.granularity AND r.layer = p.layer \
+            AND r.bucket >= p.lo AND r.bucket < p.hi";
+const ONE_VALUE: &str = " AND r.value = $8";
+const END_OF_PARTS: &str = " OFFSET 0) r";
+
+// The slowest speed partition's receipt watermark.
+const SPEED_MARK: &str = "(SELECT min(received_until) FROM rollup_watermarks)";
+// The closed days form runs of consecutive dates; the batch watermark is the first run's end.
+// Usually there is one run (no gaps: as many days as from the first to the last), whose end is
+// the last `ends_at`; only with a gap are the runs numbered, which costs a sort of every day.
+const BATCH_MARK: &str = "(SELECT CASE WHEN s.last - s.first + 1 = s.days THEN s.last_end ELSE ( \
+        WITH runs AS ( \
+            SELECT ends_at, day - (row_number() OVER (ORDER BY day))::int AS run \
+            FROM rollup_closures WHERE tenant_id = $1 AND site_id = $2) \
+        SELECT max(ends_at) FROM runs \
+        WHERE run = (SELECT run FROM runs ORDER BY ends_at LIMIT 1)) END \
+    FROM (SELECT min(day) AS first, max(day) AS last, count(*) AS days, max(ends_at) AS last_end \
+          FROM rollup_closures WHERE tenant_id = $1 AND site_id = $2) s)";
+
+fn marks_of(speed: Option<DateTime<Utc>>, batch: Option<DateTime<Utc>>) -> Marks {
+    Marks {
+        speed_us: speed.map(|t| t.timestamp_micros()),
+        batch_us: batch.map(|t| t.timestamp_micros()),
+    }
+}
 
 /// One consistent view of the rollups, for the duration of an answer.
 pub struct Snapshot {
@@ -79,34 +109,54 @@ impl Snapshot {
         Ok(())
     }
 
-    /// The site's closures overlapping `[from_us, to_us)`, by day.
-    pub async fn closures(
+    /// The site's closures overlapping `[from_us, to_us)`, by day, and the watermarks: one
+    /// statement, as every answer over days needs both.
+    pub async fn closures_and_marks(
         &mut self,
         tenant_id: i64,
         site_id: i64,
         from_us: i64,
         to_us: i64,
-    ) -> Result<Vec<Closure>, QueryError> {
-        let rows: Vec<(NaiveDate, DateTime<Utc>, DateTime<Utc>, i32)> = sqlx::query_as(
-            "SELECT day, starts_at, ends_at, revision FROM rollup_closures \
-             WHERE tenant_id = $1 AND site_id = $2 AND ends_at > $3 AND starts_at < $4 \
-             ORDER BY day",
-        )
-        .bind(tenant_id)
-        .bind(site_id)
-        .bind(at(from_us))
-        .bind(at(to_us))
-        .fetch_all(&mut *self.tx)
-        .await?;
-        Ok(rows
+    ) -> Result<(Vec<Closure>, Marks), QueryError> {
+        type Found = (
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+            Vec<NaiveDate>,
+            Vec<DateTime<Utc>>,
+            Vec<DateTime<Utc>>,
+            Vec<i32>,
+        );
+        let sql = format!(
+            "SELECT {SPEED_MARK}, {BATCH_MARK}, \
+                 coalesce(array_agg(day ORDER BY day), '{{}}'), \
+                 coalesce(array_agg(starts_at ORDER BY day), '{{}}'), \
+                 coalesce(array_agg(ends_at ORDER BY day), '{{}}'), \
+                 coalesce(array_agg(revision ORDER BY day), '{{}}') \
+             FROM rollup_closures \
+             WHERE tenant_id = $1 AND site_id = $2 AND ends_at > $3 AND starts_at < $4"
+        );
+        // Built from constants only; every input is a bind parameter.
+        let (speed, batch, days, starts, ends, revisions): Found =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(tenant_id)
+                .bind(site_id)
+                .bind(at(from_us))
+                .bind(at(to_us))
+                .fetch_one(&mut *self.tx)
+                .await?;
+        let closures = days
             .into_iter()
-            .map(|(day, starts_at, ends_at, revision)| Closure {
+            .zip(starts)
+            .zip(ends)
+            .zip(revisions)
+            .map(|(((day, starts_at), ends_at), revision)| Closure {
                 day,
                 starts_at_us: starts_at.timestamp_micros(),
                 ends_at_us: ends_at.timestamp_micros(),
                 revision,
             })
-            .collect())
+            .collect();
+        Ok((closures, marks_of(speed, batch)))
     }
 
     /// Sums of the rows of `dimension` (one `value`, or all) in `parts`, every shard added up:
@@ -123,66 +173,62 @@ impl Snapshot {
         if parts.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = if by_value {
-            format!("SELECT NULL::timestamptz, r.value, {SUMS} {FROM_PARTS} GROUP BY r.value")
-        } else {
-            format!(
-                "SELECT r.bucket, r.value, {SUMS} {FROM_PARTS} GROUP BY r.granularity, r.bucket, r.value"
-            )
-        };
+        let filter = if value.is_some() { ONE_VALUE } else { "" };
+        let sql = format!("{ROWS_OF_PARTS}{filter}{END_OF_PARTS}");
         let layers: Vec<&str> = parts.iter().map(|p| p.layer.as_str()).collect();
         let granularities: Vec<&str> = parts.iter().map(|p| p.granularity.as_str()).collect();
         let lows: Vec<DateTime<Utc>> = parts.iter().map(|p| at(p.lo_us)).collect();
         let highs: Vec<DateTime<Utc>> = parts.iter().map(|p| at(p.hi_us)).collect();
         // Built from constants only; every input is a bind parameter.
-        let rows: Vec<SumRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let mut query = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
             .bind(tenant_id)
             .bind(site_id)
             .bind(layers)
             .bind(granularities)
             .bind(lows)
             .bind(highs)
-            .bind(dimension.as_str())
-            .bind(value)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        Ok(rows
+            .bind(dimension.as_str());
+        if let Some(value) = value {
+            query = query.bind(value);
+        }
+        let mut groups: HashMap<(i64, String), Totals> = HashMap::new();
+        let mut rows = query.fetch(&mut *self.tx);
+        while let Some((bucket, value, ev, pv, vi, bo, du, re, sketch)) = rows.try_next().await? {
+            let bucket_us = if by_value {
+                0
+            } else {
+                bucket.timestamp_micros()
+            };
+            let totals = groups.entry((bucket_us, value)).or_default();
+            totals.events += ev;
+            totals.pageviews += pv;
+            totals.visits += vi;
+            totals.bounces += bo;
+            totals.duration_us += du;
+            totals.revenue_micros += re;
+            totals.sketches.extend(sketch);
+        }
+        Ok(groups
             .into_iter()
-            .map(|(bucket, value, ev, pv, vi, bo, du, re, sketches)| RowSum {
-                bucket_us: bucket.map_or(0, |b| b.timestamp_micros()),
+            .map(|((bucket_us, value), totals)| RowSum {
+                bucket_us,
                 value,
-                totals: Totals {
-                    events: ev,
-                    pageviews: pv,
-                    visits: vi,
-                    bounces: bo,
-                    duration_us: du,
-                    revenue_micros: re,
-                    sketches,
-                },
+                totals,
             })
             .collect())
     }
 
     /// The watermarks of the speed layer and of the site's batch layer.
     pub async fn marks(&mut self, tenant_id: i64, site_id: i64) -> Result<Marks, QueryError> {
-        // Batch: the closed days form runs of consecutive dates; the first run's end.
-        let (speed, batch): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
-            "WITH runs AS ( \
-                 SELECT ends_at, day - (row_number() OVER (ORDER BY day))::int AS run \
-                 FROM rollup_closures WHERE tenant_id = $1 AND site_id = $2) \
-             SELECT (SELECT min(received_until) FROM rollup_watermarks), \
-                    (SELECT max(ends_at) FROM runs \
-                     WHERE run = (SELECT run FROM runs ORDER BY ends_at LIMIT 1))",
-        )
-        .bind(tenant_id)
-        .bind(site_id)
-        .fetch_one(&mut *self.tx)
-        .await?;
-        Ok(Marks {
-            speed_us: speed.map(|t| t.timestamp_micros()),
-            batch_us: batch.map(|t| t.timestamp_micros()),
-        })
+        let sql = format!("SELECT {SPEED_MARK}, {BATCH_MARK}");
+        // Built from constants only; every input is a bind parameter.
+        let (speed, batch): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(tenant_id)
+                .bind(site_id)
+                .fetch_one(&mut *self.tx)
+                .await?;
+        Ok(marks_of(speed, batch))
     }
 
     /// The site's latest closed day and its revision.

@@ -595,6 +595,42 @@ async fn sql_reads_only_the_callers_tenant_within_its_limits() {
     assert!(!pages.last().unwrap().truncated);
     running.stop().await;
 
+    // Listings are reused for `listing_ttl_ms`; with 0, an object written after a query is seen
+    // by the next one.
+    let mut env = bucket.env(S3_ENDPOINT);
+    env.push(("SIGHTLINE__QUERY__SQL__LISTING_TTL_MS".into(), "0".into()));
+    let fresh = Running::start(&world.database_url, &env).await;
+    let mut client = fresh.client().await;
+    let count = |batches: &[RecordBatch]| int(batches, 0);
+    let (_, before) = sql(
+        &mut client,
+        &world.acme_token,
+        0,
+        "SELECT count(*) FROM events",
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&before), [of(world.acme).len() as i64]);
+    let again = EventBatch {
+        batch_id: "b-2".into(),
+        partition: 0,
+        created_at_us: 0,
+        events: of(world.acme).into_iter().cloned().collect(),
+    };
+    sightline_lake::write_raw_batches(&bucket.store, &[again])
+        .await
+        .unwrap();
+    let (_, after) = sql(
+        &mut client,
+        &world.acme_token,
+        0,
+        "SELECT count(*) FROM events",
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&after), [2 * of(world.acme).len() as i64]);
+    fresh.stop().await;
+
     // A query past its deadline is stopped.
     let mut env = bucket.env(S3_ENDPOINT);
     // One millisecond: listing the tenant's objects on the S3 server alone takes longer, and the

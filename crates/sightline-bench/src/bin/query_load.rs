@@ -2,7 +2,9 @@
 //!
 //! Seeds a year of rollups for one tenant's site as the two layers leave them: every past day
 //! closed by the batch layer (`day` rows per dimension value, `hour` rows for totals and
-//! sources, a closure each), today open with speed `hour` rows from 8 partitions. Then boots
+//! sources, a closure each), today open with speed `hour` rows from 8 partitions (as many hours
+//! as have begun, or `--open-hours`: the speed rows of today are most of what a 30-day answer
+//! reads, so say how many when comparing runs). Then boots
 //! the query service in this process and runs closed-loop gRPC clients for a while, each
 //! alternating a 30-day daily time series (visitors, pageviews, visits, bounce rate) and a
 //! top-10 page breakdown over the same days. Reports p50/p99 per kind, queries/s, and the
@@ -44,6 +46,9 @@ struct Cli {
     /// Distinct pages per day.
     #[arg(long, default_value_t = 100)]
     pages: usize,
+    /// Hours of today with speed rows; by default the hours begun so far (UTC).
+    #[arg(long)]
+    open_hours: Option<i64>,
     /// Concurrent clients (each waits for its answer before the next call).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -63,6 +68,7 @@ struct Cli {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    open_hours: i64,
     queries_per_sec: f64,
     timeseries: Latency,
     breakdown: Latency,
@@ -81,8 +87,22 @@ fn sketch(prefix: &str, n: usize) -> Vec<u8> {
     s.to_bytes()
 }
 
+/// Hours of today with speed rows: `--open-hours`, else those begun so far.
+fn open_hours(cli: &Cli) -> i64 {
+    let now = chrono::Utc::now().timestamp_micros();
+    cli.open_hours
+        .unwrap_or((now % DAY_US) / HOUR_US + 1)
+        .clamp(0, 24)
+}
+
 /// A year of batch rows and closures, today's speed rows, and the partitions' watermarks.
-async fn seed(store: &PgStore, tenant: i64, site: i64, cli: &Cli) -> anyhow::Result<()> {
+async fn seed(
+    store: &PgStore,
+    tenant: i64,
+    site: i64,
+    cli: &Cli,
+    hours: i64,
+) -> anyhow::Result<()> {
     let pool = store.pool();
     let today = chrono::Utc::now().timestamp_micros() / DAY_US * DAY_US;
     let first = today - cli.days * DAY_US;
@@ -184,8 +204,10 @@ async fn seed(store: &PgStore, tenant: i64, site: i64, cli: &Cli) -> anyhow::Res
     )
     .await?;
     // Today so far: speed hour rows of every value from 8 partitions.
-    let now_hour = chrono::Utc::now().timestamp_micros() / HOUR_US * HOUR_US;
-    run("hour", "speed", today, now_hour, "1 hour", (d, v, s), 8, 0).await?;
+    if hours > 0 {
+        let last = today + (hours - 1) * HOUR_US;
+        run("hour", "speed", today, last, "1 hour", (d, v, s), 8, 0).await?;
+    }
     sqlx::query(
         "INSERT INTO rollup_closures (tenant_id, site_id, day, starts_at, ends_at, revision) \
          SELECT $1, $2, b::date, b, b + interval '1 day', 1 \
@@ -262,7 +284,8 @@ async fn main() -> anyhow::Result<()> {
             "bench",
         )
         .await?;
-    seed(&store, tenant, site, &cli).await?;
+    let hours = open_hours(&cli);
+    seed(&store, tenant, site, &cli, hours).await?;
 
     let env: HashMap<String, String> = [
         ("SIGHTLINE__DATABASE__URL", url.clone()),
@@ -417,6 +440,7 @@ async fn main() -> anyhow::Result<()> {
     let ts = t.timeseries.as_ref().unwrap_or(&empty);
     let bd = t.breakdown.as_ref().unwrap_or(&empty);
     let report = Report {
+        open_hours: hours,
         queries_per_sec: (ts.len() + bd.len()) as f64 / seconds,
         timeseries: Latency::of(ts),
         breakdown: Latency::of(bd),
