@@ -8,6 +8,8 @@ use sightline_db::DatabaseConfig;
 use sightline_kit::{ConfigError, ConfigLoader, Problems, TelemetryConfig};
 use sightline_lake::LakeConfig;
 
+use crate::reference::Join;
+
 /// Embedded defaults of the `[batch]` section.
 pub const DEFAULTS: &str = include_str!("../default.toml");
 
@@ -34,6 +36,7 @@ impl Config {
             .defaults(sightline_lake::config::DEFAULTS)
             .defaults(DEFAULTS)
             .list("batch.extra_bot_user_agents")
+            .list("batch.reference_joins")
     }
 
     /// Loads and validates.
@@ -61,12 +64,17 @@ pub struct BatchConfig {
     pub admin_listen: String,
     /// Tenant-days processed concurrently.
     pub parallelism: usize,
+    /// Raw rows processed at once (a chunk of whole visitors).
+    pub chunk_rows: u64,
     /// Hours read around a local day so visits crossing its edges are whole.
     pub session_margin_hours: u32,
     /// The etl-metrics ledger's gRPC endpoint; empty: log only.
     pub ledger_endpoint: String,
     /// Extra bot user agent substrings (case-insensitive), on top of the shared detector.
     pub extra_bot_user_agents: Vec<String>,
+    /// Reference datasets joined into `trusted/events`: `DATASET.COLUMN = PROPERTY.PATH` rules
+    /// ([`crate::reference`]).
+    pub reference_joins: Vec<String>,
     /// `[batch.schedule]`.
     pub schedule: ScheduleConfig,
     /// `[batch.import]`.
@@ -108,6 +116,21 @@ impl ScheduleConfig {
 }
 
 impl BatchConfig {
+    /// The validated `reference_joins`.
+    pub fn joins(&self) -> Result<Vec<Join>, String> {
+        let joins = self
+            .reference_joins
+            .iter()
+            .map(|rule| Join::parse(rule))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut names: Vec<&str> = joins.iter().map(|j| j.dataset.as_str()).collect();
+        names.sort_unstable();
+        match names.windows(2).find(|w| w[0] == w[1]) {
+            Some(twice) => Err(format!("dataset `{}` is joined twice", twice[0])),
+            None => Ok(joins),
+        }
+    }
+
     /// Every problem with this section.
     pub fn validate(&self) -> Problems {
         let mut p = Problems::new();
@@ -124,6 +147,7 @@ impl BatchConfig {
             "batch.parallelism",
             "must be between 1 and 64",
         );
+        p.check(self.chunk_rows > 0, "batch.chunk_rows", "must be positive");
         p.check(
             (1..=48).contains(&self.session_margin_hours),
             "batch.session_margin_hours",
@@ -143,6 +167,9 @@ impl BatchConfig {
             "batch.extra_bot_user_agents",
             "must not hold empty patterns (they would match every user agent)",
         );
+        if let Err(reason) = self.joins() {
+            p.check(false, "batch.reference_joins", reason);
+        }
         p.check(
             self.schedule.time().is_some(),
             "batch.schedule.daily_at",
@@ -215,5 +242,25 @@ mod tests {
     fn bot_patterns_come_as_a_list_from_the_environment() {
         let config = load(&[("SIGHTLINE__BATCH__EXTRA_BOT_USER_AGENTS", "Foo,BarBot")]).unwrap();
         assert_eq!(config.batch.extra_bot_user_agents, ["Foo", "BarBot"]);
+    }
+
+    #[test]
+    fn reference_joins_are_checked() {
+        let config = load(&[(
+            "SIGHTLINE__BATCH__REFERENCE_JOINS",
+            "products.sku = product.id,stores.code = store",
+        )])
+        .unwrap();
+        let joins = config.batch.joins().unwrap();
+        assert_eq!(joins[1].path, ["store"]);
+        let error = load(&[("SIGHTLINE__BATCH__REFERENCE_JOINS", "products.sku")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("batch.reference_joins"), "{error}");
+        let twice = load(&[(
+            "SIGHTLINE__BATCH__REFERENCE_JOINS",
+            "products.sku = a,products.id = b",
+        )]);
+        assert!(twice.is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! One tenant-day through both stages.
 //!
-//! 1. **trusted**: read the raw window, dedupe (DataFusion), validate, enrich, sessionise, write
-//!    the next revision of `trusted/events`, `trusted/sessions`, `trusted/daily_metrics` and
-//!    `errors/batch` (rejected rows);
+//! 1. **trusted**: spill the raw window to disk by visitor bucket, then a chunk of whole visitors
+//!    at a time: dedupe (DataFusion), validate, enrich, sessionise, join reference data, write
+//!    its part of the next revision of `trusted/events` and `trusted/sessions`, fold its
+//!    rollups and daily metrics; last, the day's `trusted/daily_metrics` and `errors/batch`
+//!    (rejected rows);
 //! 2. **rollups**: in one transaction, replace every site's batch rows of the day, upsert their
 //!    closures, switch the lake manifests to the new revision and mark the tenant-day done in
 //!    the run; then delete the previous revision's objects.
@@ -14,6 +16,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use arrow::{array::RecordBatch, compute::concat_batches};
 use chrono::{NaiveDate, Utc};
+use futures_util::StreamExt as _;
 use tracing::info;
 
 use crate::{
@@ -21,8 +24,9 @@ use crate::{
     days::TenantDay,
     enrich::{Prepared, Visit, prepare, sessionise},
     ledger::{StageReport, Status},
-    publish::{self, DATASETS, Manifest},
-    rollup::{self, METRICS, SiteRows, Totals},
+    publish::{self, DATASETS, Manifest, Parts},
+    raw, reference,
+    rollup::{self, METRICS, SiteFold, SiteRows, Totals},
     runs::{self, DayFigures, Run},
     trusted,
 };
@@ -67,18 +71,19 @@ pub struct DayOutcome {
     pub diff: Vec<DiffLine>,
 }
 
-/// The CPU-bound part of stage 1 for a tenant-day.
+/// The CPU-bound part of stage 1 for a chunk of a tenant-day's visitors.
 struct Computed {
     events: RecordBatch,
     sessions: RecordBatch,
     rejected: RecordBatch,
-    sites: Vec<SiteRows>,
+    sites: Vec<SiteFold>,
 }
 
 fn compute(
     ctx: &Context,
     day: &TenantDay,
     events: Vec<sightline_proto::events::v1::Event>,
+    references: &[reference::Table],
 ) -> Result<Computed, BatchError> {
     let (mut prepared, mut rejected) = prepare(&ctx.enricher, &ctx.rules, events, &day.known_sites);
     let visits = sessionise(&mut prepared);
@@ -102,15 +107,125 @@ fn compute(
                 .iter()
                 .filter(|p| p.event.site_id == site.site_id)
                 .map(|p| &p.fact);
-            rollup::site_rows(site, facts)
+            SiteFold::of(site, facts)
         })
         .collect();
     Ok(Computed {
-        events: trusted::events_batch(&day_events, day)?,
+        events: trusted::events_batch(&day_events, day, references)?,
         sessions: trusted::sessions_batch(&day_visits)?,
         rejected: trusted::rejected_batch(&rejected)?,
         sites,
     })
+}
+
+/// Chunks of visitors in progress at the same time: one is read and deduplicated (DataFusion)
+/// while the one before is enriched (one thread), so both cores work.
+const CHUNKS_AT_ONCE: usize = 2;
+
+/// What stage 1 made of a whole tenant-day.
+struct Stage1 {
+    rows_read: u64,
+    bytes_read: u64,
+    events: u64,
+    rejected: u64,
+    sites: Vec<SiteRows>,
+    /// Object keys and bytes by dataset; `None` for a dry run.
+    written: Option<(HashMap<&'static str, Vec<String>>, u64)>,
+}
+
+/// Stage 1, a chunk of whole visitors at a time: read, dedupe, enrich, sessionise, and (unless
+/// `revision` is `None`, a dry run) write `revision`'s trusted objects.
+async fn stage1(
+    ctx: &Arc<Context>,
+    day: &TenantDay,
+    revision: Option<i32>,
+) -> Result<Stage1, BatchError> {
+    let (tenant_id, date) = (day.tenant_id, day.day);
+    let (from, to) = day.window_us(ctx.settings.margin_us);
+    let spill = Arc::new(raw::spill_window(&*ctx.lake, tenant_id, from, to).await?);
+    let references = Arc::new(reference::load(&*ctx.lake, tenant_id, &ctx.settings.joins).await?);
+    let mut chunks = spill.chunks(ctx.settings.chunk_rows);
+    if chunks.is_empty() {
+        // An empty day still has its (empty) tables and a zero row per site.
+        chunks.push(0..0);
+    }
+    let lake = &*ctx.lake;
+    let max_rows = ctx.settings.max_rows_per_file;
+    let parts = |dataset: &'static str| {
+        Parts::new(
+            lake,
+            dataset,
+            tenant_id,
+            date,
+            revision.unwrap_or(0),
+            max_rows,
+        )
+    };
+    let (mut events, mut sessions) = (parts("events"), parts("sessions"));
+    let mut rejected = Vec::new();
+    let mut metrics = Vec::new();
+    let mut sites: Vec<SiteFold> = day.sites.iter().map(SiteFold::new).collect();
+    let mut figures = (0, 0);
+    let mut computed = futures_util::stream::iter(chunks)
+        .map(|buckets| {
+            let (ctx, day, spill, references) =
+                (ctx.clone(), day.clone(), spill.clone(), references.clone());
+            async move {
+                let events = spill.read(buckets, tenant_id, from, to).await?;
+                tokio::task::spawn_blocking(move || compute(&ctx, &day, events, &references))
+                    .await?
+            }
+        })
+        .buffered(CHUNKS_AT_ONCE);
+    while let Some(chunk) = computed.next().await {
+        let chunk = chunk?;
+        metrics.extend(
+            trusted::daily_metrics(day, chunk.events.clone(), chunk.sessions.clone()).await?,
+        );
+        figures.0 += chunk.events.num_rows() as u64;
+        figures.1 += chunk.rejected.num_rows() as u64;
+        for (site, fold) in sites.iter_mut().zip(chunk.sites) {
+            site.merge(fold);
+        }
+        if revision.is_some() {
+            events.write(&chunk.events).await?;
+            sessions.write(&chunk.sessions).await?;
+        }
+        rejected.push(chunk.rejected);
+    }
+    drop(computed);
+    let mut stage = Stage1 {
+        rows_read: spill.rows_read,
+        bytes_read: spill.bytes_read,
+        events: figures.0,
+        rejected: figures.1,
+        sites: sites.into_iter().map(SiteFold::rows).collect(),
+        written: None,
+    };
+    let Some(revision) = revision else {
+        return Ok(stage);
+    };
+    let daily = trusted::total_metrics(metrics).await?;
+    let daily = concat_batches(&daily_schema(&daily)?, &daily)?;
+    let rejected = concat_batches(&trusted::rejected_schema(), &rejected)?;
+    let mut keys = HashMap::new();
+    let mut bytes = 0;
+    for (dataset, finished) in [
+        ("events", events.finish().await?),
+        ("sessions", sessions.finish().await?),
+    ] {
+        bytes += finished.1;
+        keys.insert(dataset, finished.0);
+    }
+    for (dataset, batch) in [("daily_metrics", &daily), ("rejected", &rejected)] {
+        let (written, n) =
+            publish::write_dataset(lake, dataset, tenant_id, date, revision, batch, max_rows)
+                .await?;
+        bytes += n;
+        keys.insert(dataset, written);
+    }
+    stage.written = Some((keys, bytes));
+    Ok(stage)
 }
 
 /// Runs both stages of `day` for `run` (`None`: a dry run, which writes nothing).
@@ -133,26 +248,17 @@ pub async fn process(
         }
     }
     let revision = manifests.values().map(|m| m.revision).max().unwrap_or(0) + 1;
-    let (from, to) = day.window_us(ctx.settings.margin_us);
-    let raw = crate::raw::read_window(&*ctx.lake, tenant_id, from, to).await?;
-    let (rows_read, bytes_read) = (raw.rows_read, raw.bytes_read);
-    let computed = {
-        let (ctx, day) = (ctx.clone(), day.clone());
-        tokio::task::spawn_blocking(move || compute(&ctx, &day, raw.events)).await??
-    };
-    let daily =
-        trusted::daily_metrics(day, computed.events.clone(), computed.sessions.clone()).await?;
-    let daily = concat_batches(&daily_schema(&daily)?, &daily)?;
+    let stage = stage1(ctx, day, run.map(|_| revision)).await?;
     let mut figures = DayFigures {
         revision,
-        rows_read,
-        rows_written: computed.events.num_rows() as u64,
-        rows_rejected: computed.rejected.num_rows() as u64,
+        rows_read: stage.rows_read,
+        rows_written: stage.events,
+        rows_rejected: stage.rejected,
     };
 
-    let Some(run) = run else {
+    let (Some(run), Some((keys, bytes_written))) = (run, stage.written) else {
         let mut diff = Vec::new();
-        for site in &computed.sites {
+        for site in &stage.sites {
             let current = rollup::current_totals(ctx.store.pool(), &site.site).await?;
             let new = Totals::of(site);
             for ((metric, current), new) in METRICS.iter().zip(current.metrics()).zip(new.metrics())
@@ -169,28 +275,12 @@ pub async fn process(
         figures.revision = revision - 1;
         return Ok(DayOutcome { figures, diff });
     };
-
-    let mut new_manifests: HashMap<&str, Manifest> = HashMap::new();
-    let mut bytes_written = 0;
-    for (dataset, batch) in [
-        ("events", &computed.events),
-        ("sessions", &computed.sessions),
-        ("daily_metrics", &daily),
-        ("rejected", &computed.rejected),
-    ] {
-        let (keys, bytes) = publish::write_dataset(
-            &*ctx.lake,
-            dataset,
-            tenant_id,
-            date,
-            revision,
-            batch,
-            ctx.settings.max_rows_per_file,
-        )
-        .await?;
-        bytes_written += bytes;
-        new_manifests.insert(dataset, Manifest { revision, keys });
-    }
+    let new_manifests: HashMap<&str, Manifest> = keys
+        .into_iter()
+        .map(|(dataset, keys)| (dataset, Manifest { revision, keys }))
+        .collect();
+    let rows_read = stage.rows_read;
+    let bytes_read = stage.bytes_read;
     let trusted_at = Utc::now();
     ctx.ledger
         .report_stage(StageReport {
@@ -214,7 +304,7 @@ pub async fn process(
 
     let mut tx = ctx.store.pool().begin().await?;
     let mut rows_written = 0;
-    for site in &computed.sites {
+    for site in &stage.sites {
         rollup::close_site_day(&mut tx, site).await?;
         rows_written += site.rows.len() as u64;
     }

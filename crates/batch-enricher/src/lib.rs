@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod publish;
 pub mod raw;
+pub mod reference;
 pub mod rollup;
 pub mod runs;
 mod serve;
@@ -52,10 +53,14 @@ pub struct Settings {
     pub margin_us: i64,
     /// Tenant-days at the same time.
     pub parallelism: usize,
+    /// Raw rows processed at once.
+    pub chunk_rows: u64,
     /// Rows per Parquet object at most.
     pub max_rows_per_file: usize,
     /// Source files imported at the same time.
     pub import_parallelism: usize,
+    /// Reference datasets joined into `trusted/events`.
+    pub joins: Vec<reference::Join>,
 }
 
 /// What every job of a process shares.
@@ -94,8 +99,10 @@ impl Context {
             settings: Settings {
                 margin_us: i64::from(batch.session_margin_hours) * 3_600_000_000,
                 parallelism: batch.parallelism,
+                chunk_rows: batch.chunk_rows,
                 max_rows_per_file: batch.import.max_rows_per_file,
                 import_parallelism: batch.import.parallelism,
+                joins: batch.joins().map_err(BatchError::Invalid)?,
             },
             ledger,
             metrics,

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use arrow::array::RecordBatch;
+use arrow::{array::RecordBatch, datatypes::SchemaRef};
 use chrono::NaiveDate;
 use sightline_lake::ObjectStore;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -95,6 +95,85 @@ pub async fn commit_manifest(
     Ok(())
 }
 
+/// The objects of one dataset's revision, written as its rows come (a chunk of the day at a
+/// time), at most `max_rows` rows each.
+pub struct Parts<'a> {
+    lake: &'a dyn ObjectStore,
+    dataset: &'a str,
+    tenant_id: i64,
+    day: NaiveDate,
+    revision: i32,
+    max_rows: usize,
+    schema: Option<SchemaRef>,
+    /// Keys written, in order.
+    pub keys: Vec<String>,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+impl<'a> Parts<'a> {
+    /// No object yet.
+    pub fn new(
+        lake: &'a dyn ObjectStore,
+        dataset: &'a str,
+        tenant_id: i64,
+        day: NaiveDate,
+        revision: i32,
+        max_rows: usize,
+    ) -> Self {
+        Self {
+            lake,
+            dataset,
+            tenant_id,
+            day,
+            revision,
+            max_rows: max_rows.max(1),
+            schema: None,
+            keys: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    async fn put(&mut self, batch: &RecordBatch) -> Result<(), BatchError> {
+        let body = sightline_lake::parquet::write_parquet(batch)?;
+        let key = part_key(
+            self.dataset,
+            self.tenant_id,
+            self.day,
+            self.revision,
+            self.keys.len(),
+        );
+        self.bytes += body.len() as u64;
+        self.lake.put(&key, body).await?;
+        self.keys.push(key);
+        Ok(())
+    }
+
+    /// Writes the rows of `batch` as the next objects.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), BatchError> {
+        self.schema.get_or_insert_with(|| batch.schema());
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = self.max_rows.min(batch.num_rows() - offset);
+            self.put(&batch.slice(offset, len)).await?;
+            offset += len;
+        }
+        Ok(())
+    }
+
+    /// The keys and bytes written. A table without rows is one object with none, so readers
+    /// find the schema.
+    pub async fn finish(mut self) -> Result<(Vec<String>, u64), BatchError> {
+        if self.keys.is_empty() {
+            let schema = self.schema.take().ok_or_else(|| {
+                BatchError::Invalid(format!("{}: no schema to write", self.dataset))
+            })?;
+            self.put(&RecordBatch::new_empty(schema)).await?;
+        }
+        Ok((self.keys, self.bytes))
+    }
+}
+
 /// Writes `batch` as the objects of `revision`, at most `max_rows` rows each; returns the keys
 /// and bytes written. An empty table is one file with no rows, so readers find the schema.
 pub async fn write_dataset(
@@ -106,22 +185,9 @@ pub async fn write_dataset(
     batch: &RecordBatch,
     max_rows: usize,
 ) -> Result<(Vec<String>, u64), BatchError> {
-    let mut keys = Vec::new();
-    let mut bytes = 0;
-    let mut offset = 0;
-    loop {
-        let len = max_rows.max(1).min(batch.num_rows() - offset);
-        let body = sightline_lake::parquet::write_parquet(&batch.slice(offset, len))?;
-        let key = part_key(dataset, tenant_id, day, revision, keys.len());
-        bytes += body.len() as u64;
-        lake.put(&key, body).await?;
-        keys.push(key);
-        offset += len;
-        if offset >= batch.num_rows() {
-            break;
-        }
-    }
-    Ok((keys, bytes))
+    let mut parts = Parts::new(lake, dataset, tenant_id, day, revision, max_rows);
+    parts.write(batch).await?;
+    parts.finish().await
 }
 
 /// Deletes every object of the partition that `keep` does not list: an older revision after the

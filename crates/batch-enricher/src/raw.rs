@@ -1,16 +1,32 @@
-//! Stage 1's input: a tenant's raw events around a local day, deduplicated by event id with
-//! DataFusion, in the order sessionisation needs them.
+//! Stage 1's input: a tenant's raw events around a local day, split into chunks of whole
+//! visitors, each deduplicated by event id with DataFusion in the order sessionisation needs.
 //!
-//! The files are fetched through the lake's [`ObjectStore`] (local folder or S3) and registered
-//! in DataFusion as one in-memory table; the SQL keeps the window's events, drops duplicates
-//! across files (same site and messageId: the copy received first wins) and sorts them by site,
-//! visitor and time.
+//! A day can be larger than memory, so it is read in two passes. [`spill_window`] fetches the
+//! files through the lake's [`ObjectStore`] (local folder or S3), keeps the rows of the tenant in
+//! the window and writes them, unchanged, to [`BUCKETS`] Arrow IPC files in a temporary folder,
+//! a bucket per hash of (site, visitor): every event of a visitor, and every copy of an event,
+//! lands in the same bucket. [`Spill::read`] then takes consecutive buckets of about
+//! `batch.chunk_rows` rows at a time, and the SQL drops duplicates (same site and messageId:
+//! the copy received first wins) and sorts them by site, visitor and time.
 
-use std::sync::Arc;
+use std::{
+    fs::File,
+    hash::BuildHasher as _,
+    io::{BufReader, BufWriter, Write as _},
+    ops::Range,
+    path::PathBuf,
+    sync::Arc,
+};
 
 use arrow::{
-    array::{AsArray, RecordBatch},
-    datatypes::Int64Type,
+    array::{AsArray, RecordBatch, UInt32Array},
+    compute::take_record_batch,
+    datatypes::{Int64Type, TimestampMicrosecondType},
+    ipc::{
+        CompressionType,
+        reader::StreamReader,
+        writer::{IpcWriteOptions, StreamWriter},
+    },
 };
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate};
@@ -22,18 +38,24 @@ use sightline_proto::events::v1::Event;
 
 use crate::BatchError;
 
-/// Objects fetched at the same time.
-const FETCH_CONCURRENCY: usize = 8;
+/// Objects fetched and decoded at the same time (each decoded object is in memory).
+const FETCH_CONCURRENCY: usize = 2;
 
-/// What was read for one tenant-day.
-#[derive(Debug, Default)]
-pub struct RawWindow {
-    /// Unique events in the window, sorted by site, visitor, time and messageId.
-    pub events: Vec<Event>,
+/// Visitor buckets of a spilled window: the finest split a chunk can have.
+pub const BUCKETS: usize = 128;
+
+/// Seed of the bucket hash (fixed: the same input splits the same way on every run).
+const BUCKET_SEED: u64 = 0x5167_4b1e;
+
+/// A tenant-day's window, split by visitor into bucket files of a temporary folder (deleted
+/// when dropped).
+#[derive(Debug)]
+pub struct Spill {
+    dir: tempfile::TempDir,
+    /// Rows in the window per bucket.
+    rows: Vec<u64>,
     /// Rows in the files read (duplicates and events outside the window included).
     pub rows_read: u64,
-    /// Duplicate rows dropped.
-    pub duplicates: u64,
     /// Bytes of the objects read.
     pub bytes_read: u64,
     /// Objects read.
@@ -57,13 +79,85 @@ pub fn utc_dates(from_us: i64, to_us: i64) -> Vec<NaiveDate> {
     out
 }
 
-/// Reads the events of `tenant_id` with event time in `[from_us, to_us)`.
-pub async fn read_window(
+fn io_error(path: &std::path::Path, source: std::io::Error) -> BatchError {
+    BatchError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The bucket of a visitor of a site.
+fn bucket_of(site_id: i64, visitor_id: &str) -> usize {
+    let hash = foldhash::fast::FixedState::with_seed(BUCKET_SEED).hash_one((site_id, visitor_id));
+    (hash % BUCKETS as u64) as usize
+}
+
+/// The rows of `batch` of `tenant_id` with event time in `[from_us, to_us)`, by bucket.
+fn split(
+    batch: &RecordBatch,
+    tenant_id: i64,
+    from_us: i64,
+    to_us: i64,
+) -> Result<Vec<(usize, RecordBatch)>, BatchError> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| BatchError::Invalid(format!("raw events: no column `{name}`")))
+    };
+    let invalid =
+        |name: &str| BatchError::Invalid(format!("raw events: `{name}` has a wrong type"));
+    let tenants = column("tenant_id")?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| invalid("tenant_id"))?;
+    let sites = column("site_id")?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| invalid("site_id"))?;
+    let visitors = column("visitor_id")?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| invalid("visitor_id"))?;
+    let times = column("timestamp")?
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| invalid("timestamp"))?;
+    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); BUCKETS];
+    for row in 0..batch.num_rows() {
+        let t = times.value(row);
+        if tenants.value(row) == tenant_id && (from_us..to_us).contains(&t) {
+            rows[bucket_of(sites.value(row), visitors.value(row))].push(row as u32);
+        }
+    }
+    let mut out = Vec::new();
+    for (bucket, rows) in rows.into_iter().enumerate() {
+        if !rows.is_empty() {
+            out.push((bucket, take_record_batch(batch, &UInt32Array::from(rows))?));
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes one raw object and splits its rows by bucket.
+fn decode(
+    body: Bytes,
+    tenant_id: i64,
+    from_us: i64,
+    to_us: i64,
+) -> Result<(u64, Vec<(usize, RecordBatch)>), BatchError> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(body)?.build()?;
+    let (mut rows, mut pieces) = (0, Vec::new());
+    for batch in reader {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        pieces.extend(split(&batch, tenant_id, from_us, to_us)?);
+    }
+    Ok((rows, pieces))
+}
+
+/// Reads the events of `tenant_id` with event time in `[from_us, to_us)` into bucket files.
+pub async fn spill_window(
     lake: &dyn ObjectStore,
     tenant_id: i64,
     from_us: i64,
     to_us: i64,
-) -> Result<RawWindow, BatchError> {
+) -> Result<Spill, BatchError> {
     let mut keys = Vec::new();
     for date in utc_dates(from_us, to_us) {
         keys.extend(
@@ -73,42 +167,128 @@ pub async fn read_window(
                 .filter(|k| k.ends_with(".parquet")),
         );
     }
-    // Owned keys: a stream over borrowed ones cannot be spawned (higher-ranked lifetimes).
-    let bodies: Vec<Bytes> = futures_util::stream::iter(keys.clone())
-        .map(|key| async move { lake.get(&key).await })
-        .buffered(FETCH_CONCURRENCY)
-        .try_collect()
-        .await?;
-    let mut window = RawWindow {
+    let dir = tempfile::Builder::new()
+        .prefix("sightline-batch-")
+        .tempdir()
+        .map_err(|e| io_error(&std::env::temp_dir(), e))?;
+    let mut spill = Spill {
+        rows: vec![0; BUCKETS],
+        rows_read: 0,
+        bytes_read: 0,
         objects: keys.len(),
-        bytes_read: bodies.iter().map(|b| b.len() as u64).sum(),
-        ..RawWindow::default()
+        dir,
     };
-    let mut batches = Vec::new();
-    for body in bodies {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(body)?.build()?;
-        for batch in reader {
-            let batch = batch?;
-            window.rows_read += batch.num_rows() as u64;
-            batches.push(batch);
+    let mut writers: Vec<Option<StreamWriter<BufWriter<File>>>> =
+        (0..BUCKETS).map(|_| None).collect();
+    // Owned keys: a stream over borrowed ones cannot be spawned (higher-ranked lifetimes).
+    let mut decoded = futures_util::stream::iter(keys)
+        .map(|key| async move {
+            let body = lake.get(&key).await?;
+            let bytes = body.len() as u64;
+            let (rows, pieces) =
+                tokio::task::spawn_blocking(move || decode(body, tenant_id, from_us, to_us))
+                    .await??;
+            Ok::<_, BatchError>((bytes, rows, pieces))
+        })
+        .buffered(FETCH_CONCURRENCY);
+    while let Some((bytes, rows, pieces)) = decoded.try_next().await? {
+        spill.bytes_read += bytes;
+        spill.rows_read += rows;
+        for (bucket, piece) in pieces {
+            spill.rows[bucket] += piece.num_rows() as u64;
+            let writer = match &mut writers[bucket] {
+                Some(writer) => writer,
+                empty => empty.insert(spill.writer(bucket)?),
+            };
+            writer.write(&piece)?;
         }
     }
-    let (events, in_window) = dedupe(batches, tenant_id, from_us, to_us).await?;
-    window.duplicates = in_window.saturating_sub(events.len() as u64);
-    window.events = events;
-    Ok(window)
+    for (bucket, writer) in writers.into_iter().enumerate() {
+        if let Some(writer) = writer {
+            writer
+                .into_inner()?
+                .flush()
+                .map_err(|e| io_error(&spill.path(bucket), e))?;
+        }
+    }
+    Ok(spill)
 }
 
-/// The DataFusion part: window filter, dedupe, sort. Returns the events and how many rows lay
-/// in the window before dedupe.
+impl Spill {
+    fn path(&self, bucket: usize) -> PathBuf {
+        self.dir.path().join(format!("bucket-{bucket:03}.arrows"))
+    }
+
+    fn writer(&self, bucket: usize) -> Result<StreamWriter<BufWriter<File>>, BatchError> {
+        let path = self.path(bucket);
+        let file = File::create(&path).map_err(|e| io_error(&path, e))?;
+        // LZ4: the spilled rows are mostly JSON and URLs, which it shrinks several times over.
+        let options =
+            IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+        Ok(StreamWriter::try_new_with_options(
+            BufWriter::new(file),
+            &raw_event_schema(),
+            options,
+        )?)
+    }
+
+    /// Rows in the window (duplicates included).
+    pub fn rows(&self) -> u64 {
+        self.rows.iter().sum()
+    }
+
+    /// Consecutive buckets grouped into chunks of at most `max_rows` rows (a bucket alone may
+    /// hold more); empty buckets are left out.
+    pub fn chunks(&self, max_rows: u64) -> Vec<Range<usize>> {
+        let mut chunks: Vec<Range<usize>> = Vec::new();
+        let mut rows = 0;
+        for (bucket, &n) in self.rows.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            match chunks.last_mut() {
+                Some(chunk) if rows + n <= max_rows => {
+                    chunk.end = bucket + 1;
+                    rows += n;
+                }
+                _ => {
+                    chunks.push(bucket..bucket + 1);
+                    rows = n;
+                }
+            }
+        }
+        chunks
+    }
+
+    /// The unique events of `buckets`, sorted by site, visitor, time and messageId.
+    pub async fn read(
+        &self,
+        buckets: Range<usize>,
+        tenant_id: i64,
+        from_us: i64,
+        to_us: i64,
+    ) -> Result<Vec<Event>, BatchError> {
+        let mut batches = Vec::new();
+        for bucket in buckets.filter(|&b| self.rows[b] > 0) {
+            let path = self.path(bucket);
+            let file = File::open(&path).map_err(|e| io_error(&path, e))?;
+            for batch in StreamReader::try_new(BufReader::new(file), None)? {
+                batches.push(batch?);
+            }
+        }
+        dedupe(batches, tenant_id, from_us, to_us).await
+    }
+}
+
+/// The DataFusion part: window filter, dedupe, sort.
 async fn dedupe(
     batches: Vec<RecordBatch>,
     tenant_id: i64,
     from_us: i64,
     to_us: i64,
-) -> Result<(Vec<Event>, u64), BatchError> {
+) -> Result<Vec<Event>, BatchError> {
     if batches.is_empty() {
-        return Ok((Vec::new(), 0));
+        return Ok(Vec::new());
     }
     let ctx = SessionContext::new();
     let table = MemTable::try_new(raw_event_schema(), vec![batches])?;
@@ -117,15 +297,6 @@ async fn dedupe(
         "tenant_id = {tenant_id} AND CAST(\"timestamp\" AS BIGINT) >= {from_us} \
          AND CAST(\"timestamp\" AS BIGINT) < {to_us}"
     );
-    let in_window = ctx
-        .sql(&format!("SELECT count(*) AS n FROM raw WHERE {window}"))
-        .await?
-        .collect()
-        .await?;
-    let in_window = in_window
-        .first()
-        .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>())
-        .map_or(0, |a| a.value(0)) as u64;
     let columns = raw_event_schema()
         .fields()
         .iter()
@@ -143,11 +314,13 @@ async fn dedupe(
          ORDER BY site_id, visitor_id, \"timestamp\", message_id"
     );
     let out = ctx.sql(&sql).await?.collect().await?;
-    let mut events = Vec::new();
-    for batch in &out {
-        events.extend(events_of(batch)?);
+    // The input table is no longer needed; each output batch is freed once converted.
+    drop(ctx);
+    let mut events = Vec::with_capacity(out.iter().map(RecordBatch::num_rows).sum());
+    for batch in out {
+        events.extend(events_of(&batch)?);
     }
-    Ok((events, in_window))
+    Ok(events)
 }
 
 /// The events of a raw-schema batch, in row order.
@@ -195,12 +368,63 @@ mod tests {
             event("m0", "a", 60, 1),
         ])
         .unwrap();
-        let (events, in_window) = dedupe(vec![a, b], 1, 0, 1_000).await.unwrap();
+        let events = dedupe(vec![a, b], 1, 0, 1_000).await.unwrap();
         let got: Vec<(&str, i64)> = events
             .iter()
             .map(|e| (e.message_id.as_str(), e.received_at_us))
             .collect();
         assert_eq!(got, [("m0", 1), ("m2", 1), ("m1", 3)]);
-        assert_eq!(in_window, 4);
+    }
+
+    #[test]
+    fn a_visitor_and_every_copy_of_its_events_share_a_bucket() {
+        let event = |id: &str, tenant_id: i64, visitor: &str, t: i64| Event {
+            message_id: id.into(),
+            tenant_id,
+            site_id: 2,
+            visitor_id: visitor.into(),
+            timestamp_us: t,
+            ..Event::default()
+        };
+        let mut events: Vec<Event> = (0..200)
+            .map(|i| event(&format!("m{i}"), 1, &format!("v{}", i % 50), 10 + i))
+            .collect();
+        events.push(event("m7", 1, "v7", 17));
+        events.push(event("other-tenant", 9, "v1", 11));
+        events.push(event("too-late", 1, "v1", 5_000));
+        let batch = sightline_lake::parquet::events_to_record_batch(&events).unwrap();
+        let pieces = split(&batch, 1, 0, 1_000).unwrap();
+        let mut bucket_of_visitor = std::collections::HashMap::new();
+        let mut rows = 0;
+        for (bucket, piece) in &pieces {
+            for e in events_of(piece).unwrap() {
+                assert_eq!(e.tenant_id, 1);
+                assert!(e.timestamp_us < 1_000, "{}", e.message_id);
+                let first = *bucket_of_visitor
+                    .entry(e.visitor_id.clone())
+                    .or_insert(*bucket);
+                assert_eq!(first, *bucket, "{} split across buckets", e.visitor_id);
+                rows += 1;
+            }
+        }
+        assert_eq!(rows, 201);
+        assert!(pieces.len() > 10, "50 visitors spread over buckets");
+    }
+
+    #[test]
+    fn chunks_group_consecutive_buckets_up_to_the_limit() {
+        let mut rows = vec![0; BUCKETS];
+        rows[..5].copy_from_slice(&[3, 0, 4, 9, 1]);
+        let spill = Spill {
+            dir: tempfile::tempdir().unwrap(),
+            rows,
+            rows_read: 0,
+            bytes_read: 0,
+            objects: 0,
+        };
+        assert_eq!(spill.chunks(7), [0..3, 3..4, 4..5]);
+        let everything: Range<usize> = 0..5;
+        assert_eq!(spill.chunks(100), [everything]);
+        assert_eq!(spill.rows(), 17);
     }
 }

@@ -59,82 +59,153 @@ fn is_empty(c: &Counters) -> bool {
     *c == Counters::default()
 }
 
-/// Folds one site's facts (in time order per visitor; margins included) into its day's rows.
-pub fn site_rows<'f>(site: &SiteDay, facts: impl IntoIterator<Item = &'f Fact>) -> SiteRows {
-    let currencies = [(site.site_id, site.currency.clone())]
-        .into_iter()
-        .collect::<std::collections::HashMap<_, _, RandomState>>();
-    // The batch reads what it was given: no event is too late for it.
-    let settings = FoldSettings {
-        now_us: i64::MIN,
-        late_max_age_us: 0,
-    };
-    let folded = fold(facts, |_| None, &currencies, settings);
-    // Minute rows in a fixed order, so the sketches are united in the same order on every run
-    // (the fold's own hour rows come out of a hash map).
-    let mut minutes: Vec<_> = folded
-        .rows
-        .iter()
-        .filter(|(key, _)| key.granularity == Granularity::Minute)
-        .map(|(key, delta)| {
-            (
-                key.bucket_us,
-                key.dimension,
-                folded.values.get(key.value),
-                delta,
-            )
-        })
-        .collect();
-    minutes.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-    type Acc<'a> = (Counters, Vec<&'a VisitorSketch>);
-    let mut days: BTreeMap<(Dimension, &str), Acc<'_>> = BTreeMap::new();
-    let mut hours: BTreeMap<(i64, Dimension, &str), Acc<'_>> = BTreeMap::new();
-    for (bucket_us, dimension, value, delta) in minutes {
-        let hour = Granularity::Hour.truncate_us(bucket_us);
-        // Hours that start in the local day, whole (their minutes may pass its end).
-        if site.contains(hour) {
-            let entry = hours.entry((hour, dimension, value)).or_default();
-            add(&mut entry.0, &delta.counters);
-            entry.1.extend(delta.visitors.as_ref());
-        }
-        if site.contains(bucket_us) {
-            let entry = days.entry((dimension, value)).or_default();
-            add(&mut entry.0, &delta.counters);
-            entry.1.extend(delta.visitors.as_ref());
+/// A bucket's figures: counters and, when the row counts them, the visitors.
+type Acc = (Counters, Option<VisitorSketch>);
+
+fn merge_into(acc: &mut Acc, counters: &Counters, visitors: Option<&VisitorSketch>) {
+    add(&mut acc.0, counters);
+    if let Some(v) = visitors {
+        match &mut acc.1 {
+            Some(sketch) => sketch.merge(v),
+            None => acc.1 = Some(v.clone()),
         }
     }
-    let mut rows = Vec::new();
-    let buckets = hours
-        .into_iter()
-        .map(|((hour, d, v), acc)| (Granularity::Hour, hour, d, v, acc))
-        .chain(
-            days.into_iter()
-                .map(|((d, v), acc)| (Granularity::Day, site.starts_us, d, v, acc)),
-        );
-    for (granularity, bucket_us, dimension, value, (counters, sketches)) in buckets {
-        if is_empty(&counters) && sketches.is_empty() {
-            continue;
+}
+
+/// A site's day folded from some of its visitors: the `hour` and `day` buckets so far. Folds of
+/// disjoint sets of visitors [`merge`](SiteFold::merge) into the fold of all of them, since
+/// visits, counters and visitor sets are each one visitor's.
+#[derive(Debug, Clone)]
+pub struct SiteFold {
+    site: SiteDay,
+    hours: BTreeMap<(i64, Dimension, String), Acc>,
+    days: BTreeMap<(Dimension, String), Acc>,
+}
+
+impl SiteFold {
+    /// Nothing folded yet.
+    pub fn new(site: &SiteDay) -> Self {
+        Self {
+            site: site.clone(),
+            hours: BTreeMap::new(),
+            days: BTreeMap::new(),
         }
-        rows.push(BatchRow {
-            granularity,
-            bucket_us,
-            dimension,
-            value: value.to_owned(),
-            counters,
-            visitors: (!sketches.is_empty()).then(|| VisitorSketch::union_of(sketches)),
+    }
+
+    /// Folds one site's facts (whole visitors, each in time order; margins included).
+    pub fn of<'f>(site: &SiteDay, facts: impl IntoIterator<Item = &'f Fact>) -> Self {
+        let currencies = [(site.site_id, site.currency.clone())]
+            .into_iter()
+            .collect::<std::collections::HashMap<_, _, RandomState>>();
+        // The batch reads what it was given: no event is too late for it.
+        let settings = FoldSettings {
+            now_us: i64::MIN,
+            late_max_age_us: 0,
+        };
+        let folded = fold(facts, |_| None, &currencies, settings);
+        // Minute rows in a fixed order, so the sketches are united in the same order on every
+        // run (the fold's own hour rows come out of a hash map).
+        let mut minutes: Vec<_> = folded
+            .rows
+            .iter()
+            .filter(|(key, _)| key.granularity == Granularity::Minute)
+            .map(|(key, delta)| {
+                (
+                    key.bucket_us,
+                    key.dimension,
+                    folded.values.get(key.value),
+                    delta,
+                )
+            })
+            .collect();
+        minutes.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        type Refs<'a> = (Counters, Vec<&'a VisitorSketch>);
+        let mut days: BTreeMap<(Dimension, &str), Refs<'_>> = BTreeMap::new();
+        let mut hours: BTreeMap<(i64, Dimension, &str), Refs<'_>> = BTreeMap::new();
+        for (bucket_us, dimension, value, delta) in minutes {
+            let hour = Granularity::Hour.truncate_us(bucket_us);
+            // Hours that start in the local day, whole (their minutes may pass its end).
+            if site.contains(hour) {
+                let entry = hours.entry((hour, dimension, value)).or_default();
+                add(&mut entry.0, &delta.counters);
+                entry.1.extend(delta.visitors.as_ref());
+            }
+            if site.contains(bucket_us) {
+                let entry = days.entry((dimension, value)).or_default();
+                add(&mut entry.0, &delta.counters);
+                entry.1.extend(delta.visitors.as_ref());
+            }
+        }
+        let united = |(counters, sketches): Refs<'_>| {
+            let visitors = (!sketches.is_empty()).then(|| VisitorSketch::union_of(sketches));
+            (counters, visitors)
+        };
+        Self {
+            site: site.clone(),
+            hours: hours
+                .into_iter()
+                .map(|((h, d, v), refs)| ((h, d, v.to_owned()), united(refs)))
+                .collect(),
+            days: days
+                .into_iter()
+                .map(|((d, v), refs)| ((d, v.to_owned()), united(refs)))
+                .collect(),
+        }
+    }
+
+    /// Adds the fold of other visitors of the same site-day.
+    pub fn merge(&mut self, other: SiteFold) {
+        for (key, (counters, visitors)) in other.hours {
+            merge_into(
+                self.hours.entry(key).or_default(),
+                &counters,
+                visitors.as_ref(),
+            );
+        }
+        for (key, (counters, visitors)) in other.days {
+            merge_into(
+                self.days.entry(key).or_default(),
+                &counters,
+                visitors.as_ref(),
+            );
+        }
+    }
+
+    /// The site's `hour` and `day` rows.
+    pub fn rows(self) -> SiteRows {
+        let site = self.site;
+        let buckets = self
+            .hours
+            .into_iter()
+            .map(|((hour, d, v), acc)| (Granularity::Hour, hour, d, v, acc))
+            .chain(
+                self.days
+                    .into_iter()
+                    .map(|((d, v), acc)| (Granularity::Day, site.starts_us, d, v, acc)),
+            );
+        let mut rows = Vec::new();
+        for (granularity, bucket_us, dimension, value, (counters, visitors)) in buckets {
+            if is_empty(&counters) && visitors.is_none() {
+                continue;
+            }
+            rows.push(BatchRow {
+                granularity,
+                bucket_us,
+                dimension,
+                value,
+                counters,
+                visitors,
+            });
+        }
+        rows.sort_by(|a, b| {
+            (a.granularity, a.bucket_us, a.dimension, &a.value).cmp(&(
+                b.granularity,
+                b.bucket_us,
+                b.dimension,
+                &b.value,
+            ))
         });
-    }
-    rows.sort_by(|a, b| {
-        (a.granularity, a.bucket_us, a.dimension, &a.value).cmp(&(
-            b.granularity,
-            b.bucket_us,
-            b.dimension,
-            &b.value,
-        ))
-    });
-    SiteRows {
-        site: site.clone(),
-        rows,
+        SiteRows { site, rows }
     }
 }
 
@@ -375,4 +446,83 @@ pub async fn current_totals(pool: &sqlx::PgPool, site: &SiteDay) -> Result<Total
         counters: totals,
         visitors: sketch.estimate().round() as i64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use chrono::NaiveDate;
+    use sightline_event::Enricher;
+    use sightline_proto::events::v1::{Event, EventType};
+
+    use super::*;
+    use crate::enrich::{Rules, prepare};
+
+    const MINUTE: i64 = 60_000_000;
+
+    #[test]
+    fn folds_of_disjoint_visitors_merge_into_the_fold_of_all() {
+        let day = NaiveDate::from_ymd_opt(2025, 3, 10).unwrap();
+        let starts_us = 1_741_564_800_000_000;
+        let site = SiteDay {
+            tenant_id: 1,
+            site_id: 2,
+            day,
+            zone: chrono_tz::UTC,
+            currency: "EUR".into(),
+            starts_us,
+            ends_us: starts_us + 24 * 60 * MINUTE,
+        };
+        let mut events = Vec::new();
+        for (v, visitor) in ["a", "b", "c"].iter().enumerate() {
+            for i in 0..4 {
+                let mut e = Event {
+                    message_id: format!("{visitor}{i}"),
+                    tenant_id: 1,
+                    site_id: 2,
+                    visitor_id: (*visitor).into(),
+                    timestamp_us: starts_us + (v as i64 * 7 + i * 20) * MINUTE,
+                    user_agent:
+                        "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
+                            .into(),
+                    page_url: format!("https://s.example/p{i}"),
+                    ..Event::default()
+                };
+                e.set_type(EventType::Page);
+                events.push(e);
+            }
+        }
+        let enricher = Enricher::new().unwrap();
+        let (prepared, _) = prepare(&enricher, &Rules::default(), events, &HashSet::from([2]));
+        let facts: Vec<&Fact> = prepared.iter().map(|p| &p.fact).collect();
+        type Shape = Vec<(Granularity, i64, Dimension, String, Counters, Option<f64>)>;
+        let shape = |rows: SiteRows| -> Shape {
+            rows.rows
+                .into_iter()
+                .map(|r| {
+                    let visitors = r.visitors.map(|v| v.estimate());
+                    (
+                        r.granularity,
+                        r.bucket_us,
+                        r.dimension,
+                        r.value,
+                        r.counters,
+                        visitors,
+                    )
+                })
+                .collect()
+        };
+        let whole = shape(SiteFold::of(&site, facts.iter().copied()).rows());
+        let mut merged = SiteFold::of(&site, facts[..4].iter().copied());
+        merged.merge(SiteFold::of(&site, facts[4..].iter().copied()));
+        let merged = shape(merged.rows());
+        assert_eq!(merged, whole);
+        let total = whole
+            .iter()
+            .find(|r| r.0 == Granularity::Day && r.2 == Dimension::Total)
+            .unwrap();
+        assert_eq!(total.4.pageviews, 12);
+        assert_eq!(total.5.map(f64::round), Some(3.0));
+    }
 }

@@ -1,7 +1,8 @@
 //! Stage 1's output: the Arrow tables of `trusted/` for one tenant-day.
 //!
-//! - `events`: the day's unique, valid events with every enrichment, the visit they belong to
-//!   and the site's reference data (time zone, currency);
+//! - `events`: the day's unique, valid events with every enrichment, the visit they belong to,
+//!   the site's reference data (time zone, currency) and, one struct column per
+//!   `batch.reference_joins` rule, the matching row of the tenant's reference dataset;
 //! - `sessions`: the visits that started in the day, whole (also when they cross midnight);
 //! - `daily_metrics`: one row per site and day, computed with DataFusion SQL from the two
 //!   tables above joined with the sites (exact unique visitors, not a sketch).
@@ -26,6 +27,7 @@ use crate::{
     BatchError,
     days::TenantDay,
     enrich::{Prepared, Rejected, Visit},
+    reference::Table,
 };
 
 fn utf8(name: &str, nullable: bool) -> Field {
@@ -113,6 +115,11 @@ pub fn events_schema() -> SchemaRef {
     EVENTS.clone()
 }
 
+/// The schema of `errors/batch`: the raw schema and `error_reason`.
+pub fn rejected_schema() -> SchemaRef {
+    REJECTED.clone()
+}
+
 /// The schema of `trusted/sessions`.
 pub fn sessions_schema() -> SchemaRef {
     SESSIONS.clone()
@@ -139,8 +146,13 @@ fn ints<T>(rows: &[T], f: impl Fn(&T) -> Option<i64>) -> ArrayRef {
     Arc::new(rows.iter().map(f).collect::<Int64Array>())
 }
 
-/// `trusted/events` of the day: `events` already filtered to their site's day.
-pub fn events_batch(events: &[&Prepared], day: &TenantDay) -> Result<RecordBatch, BatchError> {
+/// `trusted/events` of the day: `events` already filtered to their site's day, joined with
+/// `references`.
+pub fn events_batch(
+    events: &[&Prepared],
+    day: &TenantDay,
+    references: &[Table],
+) -> Result<RecordBatch, BatchError> {
     let site = |p: &Prepared| day.site(p.event.site_id);
     let zone: Vec<String> = events
         .iter()
@@ -158,7 +170,7 @@ pub fn events_batch(events: &[&Prepared], day: &TenantDay) -> Result<RecordBatch
         .iter()
         .map(|p| p.session_id.map(|s| s.to_string()))
         .collect();
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         strings(events, |p| Some(p.event.message_id.as_str())),
         ints(events, |p| Some(p.event.site_id)),
         strings(events, |p| Some(event_type_name(p.event.r#type()))),
@@ -226,7 +238,17 @@ pub fn events_batch(events: &[&Prepared], day: &TenantDay) -> Result<RecordBatch
                 .and_then(opt)
         }),
     ];
-    Ok(RecordBatch::try_new(events_schema(), columns)?)
+    let mut fields: Vec<Field> = EVENTS.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for table in references {
+        let (field, column) =
+            table.column(events.iter().map(|p| p.event.properties_json.as_ref()))?;
+        fields.push(field);
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// `trusted/sessions` of the day: `visits` already filtered to those starting in it.
@@ -294,6 +316,33 @@ fn sites_batch(day: &TenantDay) -> Result<RecordBatch, BatchError> {
         )),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The day's `trusted/daily_metrics` from those of chunks of disjoint visitors (each from
+/// [`daily_metrics`]): every figure, unique visitors included, is their sum.
+pub async fn total_metrics(partials: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, BatchError> {
+    let schema = partials
+        .first()
+        .map(RecordBatch::schema)
+        .ok_or_else(|| BatchError::Invalid("no daily metrics to add up".into()))?;
+    let ctx = SessionContext::new();
+    ctx.register_table(
+        "partials",
+        Arc::new(MemTable::try_new(schema, vec![partials])?),
+    )?;
+    let sql = "
+        SELECT site_id, day, time_zone, currency,
+          CAST(sum(events) AS BIGINT) AS events,
+          CAST(sum(pageviews) AS BIGINT) AS pageviews,
+          CAST(sum(visitors) AS BIGINT) AS visitors,
+          CAST(sum(visits) AS BIGINT) AS visits,
+          CAST(sum(bounces) AS BIGINT) AS bounces,
+          CAST(sum(duration_us) AS BIGINT) AS duration_us,
+          CAST(sum(orders) AS BIGINT) AS orders,
+          CAST(sum(revenue_micros) AS BIGINT) AS revenue_micros,
+          CAST(sum(bot_events) AS BIGINT) AS bot_events
+        FROM partials GROUP BY site_id, day, time_zone, currency ORDER BY site_id";
+    Ok(ctx.sql(sql).await?.collect().await?)
 }
 
 /// `trusted/daily_metrics`: one row per site of the day (zeros for a site without events).

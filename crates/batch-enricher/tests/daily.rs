@@ -1,12 +1,14 @@
 //! A generated day with duplicates across files, late arrivals, bots, invalid rows and sites in
 //! three time zones, closed by `daily` against the real PostgreSQL and S3 server: the trusted
-//! tables (read back by DuckDB) and the final rollups equal an independent computation.
+//! tables (read back by DuckDB) and the final rollups equal an independent computation, and
+//! the events carry the product catalogue joined by the sku of their properties.
 
 mod support;
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use batch_enricher::{
+    import::{self, ImportJob, Source},
     jobs::{self, DailyJob, Shard},
     ledger::Status,
 };
@@ -26,8 +28,32 @@ async fn a_closed_day_equals_an_independent_computation() {
     world.write_raw("bad", &traffic.invalid).await;
     assert!(!traffic.duplicates.is_empty() && !traffic.late.is_empty());
 
-    let (ctx, ledger) = world.context(&[]);
+    // Small chunks: the day is processed a few hundred rows at a time.
+    let (ctx, ledger) = world.context(&[
+        (
+            "SIGHTLINE__BATCH__REFERENCE_JOINS",
+            "products.sku = product.sku",
+        ),
+        ("SIGHTLINE__BATCH__CHUNK_ROWS", "300"),
+    ]);
     let ctx = Arc::new(ctx);
+    // The catalogue: sku-3 is missing from it, so its events join nothing.
+    let catalogue = tempfile::tempdir().unwrap();
+    std::fs::write(
+        catalogue.path().join("products.csv"),
+        "sku,name,category\nsku-0,Red shoes,shoes\nsku-1,Blue hat,hats\nsku-2,\"Socks, 3 pairs\",socks\n",
+    )
+    .unwrap();
+    let reference = ImportJob {
+        tenant: "acme".into(),
+        site: None,
+        source: Source::Local(catalogue.path().to_path_buf()),
+        dataset: Some("products".into()),
+    };
+    let (importer, _) = world.context(&[]);
+    import::import(&Arc::new(importer), reference)
+        .await
+        .unwrap();
     let job = DailyJob {
         date: Some(day()),
         now: chrono::Utc::now(),
@@ -158,6 +184,50 @@ async fn a_closed_day_equals_an_independent_computation() {
             (Some(x.visits), Some(x.duration_us))
         );
     }
+
+    // Each cart addition carries its product's catalogue row, looked up here from the generator.
+    let catalogue: BTreeMap<&str, (&str, &str)> = [
+        ("sku-0", ("Red shoes", "shoes")),
+        ("sku-1", ("Blue hat", "hats")),
+        ("sku-2", ("Socks, 3 pairs", "socks")),
+    ]
+    .into();
+    let added: BTreeMap<String, Option<(&str, &str)>> = traffic
+        .events
+        .iter()
+        .chain(&traffic.late)
+        .filter(|e| e.name == "Added To Cart")
+        .map(|e| {
+            let v: usize = e.visitor_id.rsplit("-v").next().unwrap().parse().unwrap();
+            let product = catalogue.get(traffic::sku_of(v).as_str()).copied();
+            (e.message_id.clone(), product)
+        })
+        .collect();
+    let joined = world
+        .duck(
+            "trusted/events/",
+            "SELECT message_id, name, products.name AS product, products.category AS category \
+             FROM read_parquet('trusted/events/**/*.parquet') WHERE type = 'track'",
+        )
+        .await;
+    let mut matched = 0;
+    for r in &joined {
+        let id = r["message_id"].as_str().unwrap();
+        let got = r["product"].as_str().zip(r["category"].as_str());
+        if r["name"] == "Added To Cart" {
+            assert_eq!(got, added[id], "{id}: its product");
+            matched += usize::from(got.is_some());
+        } else {
+            assert_eq!(got, None, "{id}: orders name no product");
+        }
+    }
+    assert!(
+        matched > 20 && matched < added.len(),
+        "{matched} of {}",
+        added.len()
+    );
+    let parts = world.objects("trusted/events/").await.len();
+    assert!(parts > 2, "{parts} parts: one per chunk of visitors");
 
     // Every invalid row is kept with its reason.
     let rejected = world

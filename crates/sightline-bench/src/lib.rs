@@ -6,10 +6,16 @@
 //!   generator that waits for it).
 //! - `bare-publish`: the baseline, a bare lapin publisher with confirms that sends the same
 //!   events, batched as ingest batches them, to the same topology: what the broker can take.
+//! - `batch-bench`: the batch enricher's `reprocess` of a generated day against the same job in
+//!   PySpark `local[2]` on the same files ([`batch_day`] writes them).
+//! - `freshness-probe`: one-event requests whose count in the rollups is polled for: the time
+//!   from ingest's 2xx to the event counted (run by `scripts/bench/freshness`).
 //!
-//! Both watch the other processes (`--watch ingest=PID`) and report the cores each used.
+//! The load generators watch the other processes (`--watch ingest=PID`) and report the cores
+//! each used.
 
 pub mod baseline;
+pub mod batch_day;
 pub mod events;
 pub mod load;
 pub mod procstat;

@@ -112,6 +112,37 @@ pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Resident memory of `root` and all its descendants together (`VmRSS`, KiB): a JVM that a
+/// Python driver starts counts with it. 0 when `root` is gone.
+pub fn tree_rss_kib(root: u32) -> u64 {
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for pid in entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The parent is the second field after the command name, which may hold spaces.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut total = 0;
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        total += memory_kib(pid).map_or(0, |(rss, _)| rss);
+        todo.extend(children.get(&pid).into_iter().flatten());
+    }
+    total
+}
+
 /// Busy and total ticks of the whole machine (`/proc/stat`).
 fn machine_ticks() -> Option<(u64, u64)> {
     let stat = fs::read_to_string("/proc/stat").ok()?;

@@ -141,7 +141,13 @@ pub fn generate(tenant_id: i64, sites: &[SiteSpec], day: NaiveDate, visitors: us
                             .into_bytes()
                             .into();
                         }
-                        EventType::Track => e.name = "Added To Cart".into(),
+                        EventType::Track => {
+                            e.name = "Added To Cart".into();
+                            e.properties_json =
+                                format!(r#"{{"product": {{"sku": "{}"}}}}"#, sku_of(v))
+                                    .into_bytes()
+                                    .into();
+                        }
                         _ => e.user_id = format!("user-{v}"),
                     }
                     match rng.below(20) {
@@ -187,6 +193,11 @@ pub fn generate(tenant_id: i64, sites: &[SiteSpec], day: NaiveDate, visitors: us
         traffic.invalid.extend([unknown, untyped, anonymous]);
     }
     traffic
+}
+
+/// The product a visitor adds to its cart: one of `sku-0` to `sku-3`.
+pub fn sku_of(visitor: usize) -> String {
+    format!("sku-{}", visitor % 4)
 }
 
 /// A site-day's figures, as a merchant reads them.
