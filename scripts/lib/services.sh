@@ -52,8 +52,18 @@ S3_PORT=9000
 S3_ACCESS_KEY=sightline
 S3_SECRET_KEY=sightline-dev-secret
 ensure_s3() {
-  if (exec 3<>/dev/tcp/127.0.0.1/$S3_PORT) 2>/dev/null; then return 0; fi
   local cache="${SIGHTLINE_CACHE:-$HOME/.cache/sightline}"
+  # s3s-fs resolves every object path against its working directory: one started from a
+  # checkout that was deleted since (an earlier CI clone) answers every request with a 500.
+  local pid
+  for pid in $(pgrep -x s3s-fs || true); do
+    if readlink "/proc/$pid/cwd" 2>/dev/null | grep -q ' (deleted)$'; then
+      log "restarting s3s-fs (its working directory was deleted)"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    fi
+  done
+  if (exec 3<>/dev/tcp/127.0.0.1/$S3_PORT) 2>/dev/null; then return 0; fi
   local bin="$cache/s3s-fs/bin/s3s-fs"
   if [ ! -x "$bin" ]; then
     log "installing s3s-fs (cargo install, about 2 minutes)"
@@ -62,9 +72,10 @@ ensure_s3() {
   log "starting s3s-fs on 127.0.0.1:$S3_PORT"
   mkdir -p "$cache/s3/data"
   # setsid + nohup: the server outlives this script, like the PostgreSQL and RabbitMQ daemons.
-  setsid nohup "$bin" --host 127.0.0.1 --port "$S3_PORT" \
+  # Started from its own folder, which outlives any checkout.
+  (cd "$cache/s3" && setsid nohup "$bin" --host 127.0.0.1 --port "$S3_PORT" \
     --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" \
-    "$cache/s3/data" >>"$cache/s3/s3s-fs.log" 2>&1 </dev/null &
+    "$cache/s3/data" >>"$cache/s3/s3s-fs.log" 2>&1 </dev/null &)
   for _ in $(seq 1 60); do
     (exec 3<>/dev/tcp/127.0.0.1/$S3_PORT) 2>/dev/null && return 0
     sleep 0.5
