@@ -117,7 +117,7 @@ pub fn prepare(
             continue;
         }
         let mut enriched = enricher.enrich(&event);
-        let mut fact = Fact::of(enricher, &event);
+        let mut fact = Fact::from_enriched(&event, enriched.clone());
         if fact.bot.is_none() && rules.is_listed_bot(&event.user_agent) {
             fact.bot = Some(BotReason::KnownBotPattern);
             enriched.bot = fact.bot;

@@ -4,7 +4,7 @@
 //! work: they run as messages arrive, so a flush only folds compact facts into visitor state.
 
 use serde::Deserialize;
-use sightline_event::{BotReason, Enricher};
+use sightline_event::{BotReason, Enriched, Enricher};
 use sightline_proto::events::v1::{Event, EventType};
 
 /// The rollup-relevant part of an event.
@@ -76,7 +76,12 @@ pub fn message_hash(message_id: &str) -> u64 {
 impl Fact {
     /// Enriches `event` into a fact.
     pub fn of(enricher: &Enricher, event: &Event) -> Self {
-        let enriched = enricher.enrich(event);
+        Self::from_enriched(event, enricher.enrich(event))
+    }
+
+    /// The fact of an event enriched already (the batch layer keeps the enrichment for the
+    /// trusted tables and must not pay for it twice).
+    pub fn from_enriched(event: &Event, enriched: Enriched) -> Self {
         let kind = match event.r#type() {
             EventType::Page | EventType::Screen => Kind::Pageview,
             EventType::Track => Kind::Track,
