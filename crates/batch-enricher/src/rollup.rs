@@ -276,6 +276,12 @@ pub async fn close_site_day(
     .bind(revision)
     .execute(&mut **tx)
     .await?;
+    sightline_db::rollup::record_change(
+        tx,
+        &[(site.tenant_id, site.site_id)],
+        sightline_db::rollup::BATCH_WRITER,
+    )
+    .await?;
     Ok(revision)
 }
 

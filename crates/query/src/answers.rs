@@ -6,13 +6,16 @@ use sightline_db::rollup::{Dimension, Granularity, Layer};
 use sightline_proto::query::v1 as pb;
 use sqlx::PgPool;
 
+use std::sync::Arc;
+
 use crate::{
     QueryError,
-    calendar::{self, Closure, Interval, Limits, MINUTE_US, Part, Plan, Window},
+    cache::{AnswerCache, AnswerKey, Cacheable},
+    calendar::{self, Interval, Limits, MINUTE_US, Part, Plan, Window},
     measure::{Metric, Totals, values},
     request::{self, Selection},
     sites::Site,
-    store::{Marks, Snapshot},
+    store::{self, Look, Marks, Snapshot},
 };
 
 /// Minutes the realtime view covers, the current one included.
@@ -24,6 +27,7 @@ pub struct Reader {
     pool: PgPool,
     limits: Limits,
     max_page_size: u32,
+    answers: Option<Arc<AnswerCache>>,
 }
 
 fn watermark(marks: Marks) -> pb::Watermark {
@@ -41,32 +45,66 @@ struct Read {
 }
 
 impl Reader {
-    /// A reader on `pool` with these limits.
-    pub fn new(pool: PgPool, limits: Limits, max_page_size: u32) -> Self {
+    /// A reader on `pool` with these limits, keeping answers in `answers` when given.
+    pub fn new(
+        pool: PgPool,
+        limits: Limits,
+        max_page_size: u32,
+        answers: Option<AnswerCache>,
+    ) -> Self {
         Self {
             pool,
             limits,
             max_page_size,
+            answers: answers.map(Arc::new),
         }
     }
 
-    /// The closures over `window` (none for minute series: minute rows are the speed layer's
-    /// only) and the watermarks, both from `snapshot`.
-    async fn closures(
+    /// The cache key of `request` resolved to `window`, when answers are cached.
+    fn key<T: Cacheable>(
         &self,
-        snapshot: &mut Snapshot,
+        request: &impl prost::Message,
+        window: &Window,
+        site: &Site,
+    ) -> Option<AnswerKey> {
+        self.answers
+            .as_ref()
+            .map(|_| AnswerKey::new(T::RPC, request, window, site))
+    }
+
+    /// The cached answer of `key` when the site's rollups and the closures over `window` are
+    /// still what it was computed on (one statement), with the watermark read now.
+    async fn cached<T: Cacheable>(
+        &self,
+        key: Option<&AnswerKey>,
         site_id: i64,
         site: &Site,
-        window: &Window,
-        interval: Interval,
-    ) -> Result<(Vec<Closure>, Marks), QueryError> {
-        if interval == Interval::Minute {
-            let marks = snapshot.marks(site.tenant_id, site_id).await?;
-            return Ok((Vec::new(), marks));
+        window: Option<(i64, i64)>,
+    ) -> Result<Option<T>, QueryError> {
+        let (Some(cache), Some(key)) = (&self.answers, key) else {
+            return Ok(None);
+        };
+        if !cache.holds(key) {
+            return Ok(None);
         }
-        snapshot
-            .closures_and_marks(site.tenant_id, site_id, window.from_us, window.to_us)
-            .await
+        let now = store::look(&self.pool, site.tenant_id, site_id, window).await?;
+        Ok(cache.get::<T>(key, &now).map(|mut answer| {
+            answer.set_watermark(watermark(now.marks));
+            answer
+        }))
+    }
+
+    /// Keeps `answer` of `key`, computed on `basis`.
+    fn remember<T: Cacheable>(&self, key: Option<AnswerKey>, basis: &Look, answer: &T) {
+        if let (Some(cache), Some(key)) = (&self.answers, key) {
+            cache.insert(key, basis, answer);
+        }
+    }
+
+    /// The span whose closures an answer over `window` needs: none for minute series (minute
+    /// rows are the speed layer's only).
+    fn over(window: &Window, interval: Interval) -> Option<(i64, i64)> {
+        (interval != Interval::Minute).then_some((window.from_us, window.to_us))
     }
 
     async fn read(
@@ -126,11 +164,14 @@ impl Reader {
         let selection = request::totals(&req.metrics, req.filter.as_ref(), &req.conversion_event)?;
         let interval = Interval::parse(&req.interval)?;
         let window = calendar::resolve(req.range.as_ref(), interval, site.time_zone, self.limits)?;
+        let over = Self::over(&window, interval);
+        let key = self.key::<pb::TimeseriesResponse>(req, &window, site);
+        if let Some(hit) = self.cached(key.as_ref(), req.site_id, site, over).await? {
+            return Ok(hit);
+        }
         let mut snapshot = Snapshot::begin(&self.pool).await?;
-        let (closures, marks) = self
-            .closures(&mut snapshot, req.site_id, site, &window, interval)
-            .await?;
-        let plan = calendar::plan(&window, interval, site.time_zone, &closures, false);
+        let look = snapshot.look(site.tenant_id, req.site_id, over).await?;
+        let plan = calendar::plan(&window, interval, site.time_zone, &look.closures, false);
         let read = self
             .read(&mut snapshot, req.site_id, site, &plan, &selection)
             .await?;
@@ -147,12 +188,14 @@ impl Reader {
                 values: values(&selection.metrics, totals, conversions)?,
             });
         }
-        Ok(pb::TimeseriesResponse {
+        let answer = pb::TimeseriesResponse {
             time_zone: site.time_zone.name().to_string(),
             currency: site.currency.clone(),
             buckets,
-            watermark: Some(watermark(marks)),
-        })
+            watermark: Some(watermark(look.marks)),
+        };
+        self.remember(key, &look, &answer);
+        Ok(answer)
     }
 
     /// `GetAggregate`: the range, and the same number of local days before it.
@@ -174,19 +217,17 @@ impl Reader {
             to_us: window.from_us,
             days: Some((previous_first, first - chrono::Duration::days(1))),
         };
-        let mut snapshot = Snapshot::begin(&self.pool).await?;
         // One read of the closures of both periods (they are adjacent).
-        let both = Window {
-            from_us: previous.from_us,
-            to_us: window.to_us,
-            days: None,
-        };
-        let (closures, marks) = self
-            .closures(&mut snapshot, req.site_id, site, &both, Interval::Day)
-            .await?;
+        let both = Some((previous.from_us, window.to_us));
+        let key = self.key::<pb::AggregateResponse>(req, &window, site);
+        if let Some(hit) = self.cached(key.as_ref(), req.site_id, site, both).await? {
+            return Ok(hit);
+        }
+        let mut snapshot = Snapshot::begin(&self.pool).await?;
+        let look = snapshot.look(site.tenant_id, req.site_id, both).await?;
         let mut periods = Vec::with_capacity(2);
         for w in [&window, &previous] {
-            let plan = calendar::plan(w, Interval::Day, tz, &closures, true);
+            let plan = calendar::plan(w, Interval::Day, tz, &look.closures, true);
             let read = self
                 .read(&mut snapshot, req.site_id, site, &plan, &selection)
                 .await?;
@@ -203,13 +244,15 @@ impl Reader {
         }
         snapshot.finish().await?;
         let previous = periods.pop();
-        Ok(pb::AggregateResponse {
+        let answer = pb::AggregateResponse {
             time_zone: tz.name().to_string(),
             currency: site.currency.clone(),
             current: periods.pop(),
             previous,
-            watermark: Some(watermark(marks)),
-        })
+            watermark: Some(watermark(look.marks)),
+        };
+        self.remember(key, &look, &answer);
+        Ok(answer)
     }
 
     /// `GetBreakdown`.
@@ -255,11 +298,14 @@ impl Reader {
             site.time_zone,
             self.limits,
         )?;
+        let over = Self::over(&window, Interval::Day);
+        let key = self.key::<pb::BreakdownResponse>(req, &window, site);
+        if let Some(hit) = self.cached(key.as_ref(), req.site_id, site, over).await? {
+            return Ok(hit);
+        }
         let mut snapshot = Snapshot::begin(&self.pool).await?;
-        let (closures, marks) = self
-            .closures(&mut snapshot, req.site_id, site, &window, Interval::Day)
-            .await?;
-        let plan = calendar::plan(&window, Interval::Day, site.time_zone, &closures, true);
+        let look = snapshot.look(site.tenant_id, req.site_id, over).await?;
+        let plan = calendar::plan(&window, Interval::Day, site.time_zone, &look.closures, true);
         let rows = snapshot
             .sums(
                 site.tenant_id,
@@ -308,15 +354,15 @@ impl Reader {
                 values: figures,
             });
         }
-        let key = |r: &pb::BreakdownRow| {
+        let order_value = |r: &pb::BreakdownRow| {
             r.values
                 .iter()
                 .find(|v| v.metric == order.name())
                 .map_or(0.0, |v| v.value)
         };
         computed.sort_by(|a, b| {
-            key(b)
-                .total_cmp(&key(a))
+            order_value(b)
+                .total_cmp(&order_value(a))
                 .then_with(|| a.value.cmp(&b.value))
         });
         let total = computed.len();
@@ -327,7 +373,7 @@ impl Reader {
             .take(end.saturating_sub(offset))
             .collect();
         let (is_final, revision) = plan.finality();
-        Ok(pb::BreakdownResponse {
+        let answer = pb::BreakdownResponse {
             time_zone: site.time_zone.name().to_string(),
             currency: site.currency.clone(),
             rows: page,
@@ -339,8 +385,10 @@ impl Reader {
             total_values: i64::try_from(total).unwrap_or(i64::MAX),
             is_final,
             revision,
-            watermark: Some(watermark(marks)),
-        })
+            watermark: Some(watermark(look.marks)),
+        };
+        self.remember(key, &look, &answer);
+        Ok(answer)
     }
 
     /// `GetRealtime`: the current UTC minute and the four before it, from the speed layer.

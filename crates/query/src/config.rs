@@ -75,6 +75,8 @@ pub struct QueryConfig {
     pub max_range_days: u32,
     /// Largest breakdown page.
     pub max_page_size: u32,
+    /// Memory for answers kept while the site's rollups are unchanged, MiB; 0 turns it off.
+    pub answer_cache_mib: u64,
     /// Time in-flight calls get after SIGTERM.
     pub shutdown_grace_ms: u64,
     /// `[query.sql]`.
@@ -156,6 +158,11 @@ impl QueryConfig {
             (1..=100_000).contains(&self.max_page_size),
             "query.max_page_size",
             "must be between 1 and 100000",
+        );
+        p.check(
+            self.answer_cache_mib <= 1 << 20,
+            "query.answer_cache_mib",
+            "must be at most 1048576 (1 TiB)",
         );
         p.check(
             self.sql.timeout_ms > 0,

@@ -14,6 +14,7 @@
 
 pub mod answers;
 pub mod auth;
+pub mod cache;
 pub mod calendar;
 pub mod cli;
 pub mod config;
@@ -38,8 +39,8 @@ pub use config::Config;
 pub use error::QueryError;
 
 use crate::{
-    answers::Reader, auth::Authenticator, calendar::Limits, metrics::QueryMetrics,
-    service::QueryService, sites::SiteDirectory, sql::SqlEngine,
+    answers::Reader, auth::Authenticator, cache::AnswerCache, calendar::Limits,
+    metrics::QueryMetrics, service::QueryService, sites::SiteDirectory, sql::SqlEngine,
 };
 
 /// How often idle tokens' rate state is forgotten.
@@ -90,6 +91,11 @@ pub async fn run(
                 days: q.max_range_days,
             },
             q.max_page_size,
+            AnswerCache::new(
+                q.answer_cache_mib * 1024 * 1024,
+                metrics.answer_cache_hits.clone(),
+                metrics.answer_cache_misses.clone(),
+            ),
         ),
         sql: SqlEngine::new(lake, q.sql.clone(), q.cache_capacity, metrics.clone())?,
         metrics,

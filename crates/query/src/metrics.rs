@@ -31,6 +31,10 @@ pub struct QueryMetrics {
     pub call_seconds: Family<RpcLabels, Histogram>,
     /// Rows streamed by SQL queries.
     pub sql_rows: Counter,
+    /// Answers served from the answer cache.
+    pub answer_cache_hits: Counter,
+    /// Cacheable answers computed (not held, or held but stale).
+    pub answer_cache_misses: Counter,
 }
 
 impl QueryMetrics {
@@ -44,6 +48,8 @@ impl QueryMetrics {
                 ])
             }),
             sql_rows: Counter::default(),
+            answer_cache_hits: Counter::default(),
+            answer_cache_misses: Counter::default(),
         };
         registry.register(|r| {
             let r = r.sub_registry_with_prefix("sightline_query");
@@ -61,6 +67,16 @@ impl QueryMetrics {
                 "sql_rows",
                 "Rows returned by SQL queries",
                 m.sql_rows.clone(),
+            );
+            r.register(
+                "answer_cache_hits",
+                "Time series, breakdowns and aggregates served from the answer cache",
+                m.answer_cache_hits.clone(),
+            );
+            r.register(
+                "answer_cache_misses",
+                "Time series, breakdowns and aggregates computed from the rollups",
+                m.answer_cache_misses.clone(),
             );
         });
         m

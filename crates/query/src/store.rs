@@ -89,6 +89,79 @@ fn marks_of(speed: Option<DateTime<Utc>>, batch: Option<DateTime<Utc>>) -> Marks
     }
 }
 
+// The site's rollup version: the sum of its writers' change counters (migration 0009).
+const VERSION: &str = "(SELECT coalesce(sum(changes), 0)::bigint FROM rollup_versions \
+    WHERE tenant_id = $1 AND site_id = $2)";
+
+/// What answers over a window rest on besides the rows: which days the batch layer closed,
+/// the watermarks, and the site's rollup version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Look {
+    /// The closures overlapping the window, by day.
+    pub closures: Vec<Closure>,
+    /// Up to when each layer is complete.
+    pub marks: Marks,
+    /// Grows with every commit that changes the site's rollups.
+    pub version: i64,
+}
+
+/// The site's closures overlapping `window` (`[from_us, to_us)`; none without a window), the
+/// watermarks and the site's rollup version, in one statement (so from one snapshot, also
+/// outside a transaction).
+pub async fn look<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    tenant_id: i64,
+    site_id: i64,
+    window: Option<(i64, i64)>,
+) -> Result<Look, QueryError> {
+    type Found = (
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        i64,
+        Vec<NaiveDate>,
+        Vec<DateTime<Utc>>,
+        Vec<DateTime<Utc>>,
+        Vec<i32>,
+    );
+    let sql = format!(
+        "SELECT {SPEED_MARK}, {BATCH_MARK}, {VERSION}, \
+             coalesce(array_agg(day ORDER BY day), '{{}}'), \
+             coalesce(array_agg(starts_at ORDER BY day), '{{}}'), \
+             coalesce(array_agg(ends_at ORDER BY day), '{{}}'), \
+             coalesce(array_agg(revision ORDER BY day), '{{}}') \
+         FROM rollup_closures \
+         WHERE $5 AND tenant_id = $1 AND site_id = $2 AND ends_at > $3 AND starts_at < $4"
+    );
+    let (from_us, to_us) = window.unwrap_or((0, 0));
+    // Built from constants only; every input is a bind parameter.
+    let (speed, batch, version, days, starts, ends, revisions): Found =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant_id)
+            .bind(site_id)
+            .bind(at(from_us))
+            .bind(at(to_us))
+            .bind(window.is_some())
+            .fetch_one(executor)
+            .await?;
+    let closures = days
+        .into_iter()
+        .zip(starts)
+        .zip(ends)
+        .zip(revisions)
+        .map(|(((day, starts_at), ends_at), revision)| Closure {
+            day,
+            starts_at_us: starts_at.timestamp_micros(),
+            ends_at_us: ends_at.timestamp_micros(),
+            revision,
+        })
+        .collect();
+    Ok(Look {
+        closures,
+        marks: marks_of(speed, batch),
+        version,
+    })
+}
+
 /// One consistent view of the rollups, for the duration of an answer.
 pub struct Snapshot {
     tx: Transaction<'static, Postgres>,
@@ -109,54 +182,14 @@ impl Snapshot {
         Ok(())
     }
 
-    /// The site's closures overlapping `[from_us, to_us)`, by day, and the watermarks: one
-    /// statement, as every answer over days needs both.
-    pub async fn closures_and_marks(
+    /// [`look`] inside the snapshot.
+    pub async fn look(
         &mut self,
         tenant_id: i64,
         site_id: i64,
-        from_us: i64,
-        to_us: i64,
-    ) -> Result<(Vec<Closure>, Marks), QueryError> {
-        type Found = (
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            Vec<NaiveDate>,
-            Vec<DateTime<Utc>>,
-            Vec<DateTime<Utc>>,
-            Vec<i32>,
-        );
-        let sql = format!(
-            "SELECT {SPEED_MARK}, {BATCH_MARK}, \
-                 coalesce(array_agg(day ORDER BY day), '{{}}'), \
-                 coalesce(array_agg(starts_at ORDER BY day), '{{}}'), \
-                 coalesce(array_agg(ends_at ORDER BY day), '{{}}'), \
-                 coalesce(array_agg(revision ORDER BY day), '{{}}') \
-             FROM rollup_closures \
-             WHERE tenant_id = $1 AND site_id = $2 AND ends_at > $3 AND starts_at < $4"
-        );
-        // Built from constants only; every input is a bind parameter.
-        let (speed, batch, days, starts, ends, revisions): Found =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(tenant_id)
-                .bind(site_id)
-                .bind(at(from_us))
-                .bind(at(to_us))
-                .fetch_one(&mut *self.tx)
-                .await?;
-        let closures = days
-            .into_iter()
-            .zip(starts)
-            .zip(ends)
-            .zip(revisions)
-            .map(|(((day, starts_at), ends_at), revision)| Closure {
-                day,
-                starts_at_us: starts_at.timestamp_micros(),
-                ends_at_us: ends_at.timestamp_micros(),
-                revision,
-            })
-            .collect();
-        Ok((closures, marks_of(speed, batch)))
+        window: Option<(i64, i64)>,
+    ) -> Result<Look, QueryError> {
+        look(&mut *self.tx, tenant_id, site_id, window).await
     }
 
     /// Sums of the rows of `dimension` (one `value`, or all) in `parts`, every shard added up:

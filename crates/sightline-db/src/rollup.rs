@@ -143,6 +143,35 @@ impl Layer {
     }
 }
 
+/// The `writer` of the batch enricher's changes in `rollup_versions` (the stream processor's
+/// are its partitions, from 0).
+pub const BATCH_WRITER: i32 = -1;
+
+/// Records that these sites' rollups changed, inside the transaction that changed them
+/// (`migrations/0009_rollup_versions.sql`): every writer of `rollups` calls it, so that readers
+/// caching answers (the query service) see the change. `sites` are (tenant, site) pairs.
+pub async fn record_change(
+    conn: &mut sqlx::PgConnection,
+    sites: &[(i64, i64)],
+    writer: i32,
+) -> sqlx::Result<()> {
+    let mut sites = sites.to_vec();
+    sites.sort_unstable();
+    sites.dedup();
+    sqlx::query(
+        "INSERT INTO rollup_versions (tenant_id, site_id, writer, changes) \
+         SELECT t, s, $3, 1 FROM unnest($1::bigint[], $2::bigint[]) AS u(t, s) \
+         ON CONFLICT (tenant_id, site_id, writer) \
+         DO UPDATE SET changes = rollup_versions.changes + 1",
+    )
+    .bind(sites.iter().map(|s| s.0).collect::<Vec<_>>())
+    .bind(sites.iter().map(|s| s.1).collect::<Vec<_>>())
+    .bind(writer)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

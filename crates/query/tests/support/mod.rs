@@ -145,6 +145,11 @@ impl World {
 
     /// Turns every site's events into rollups with the stream processor's own sinks.
     pub async fn roll_up(&self) {
+        self.roll_up_events(self.all_events()).await;
+    }
+
+    /// Turns `events` into rollups with the stream processor's own sinks.
+    pub async fn roll_up_events(&self, all: Vec<Event>) {
         let config = RollupConfig {
             flush_interval_ms: 1000,
             max_buffered_events: 1_000_000,
@@ -166,10 +171,10 @@ impl World {
             .collect();
         // A visitor's events go to one partition, in time order, in batches of 50.
         for (partition, sink) in sinks.iter_mut().enumerate() {
-            let mut events: Vec<Event> = self
-                .all_events()
-                .into_iter()
+            let mut events: Vec<Event> = all
+                .iter()
                 .filter(|e| shard_of(&e.visitor_id) == partition as u32)
+                .cloned()
                 .collect();
             events.sort_by_key(|e| e.timestamp_us);
             for chunk in events.chunks(50) {

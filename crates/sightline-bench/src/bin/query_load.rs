@@ -61,6 +61,10 @@ struct Cli {
     /// PostgreSQL server (a database is created per run and dropped at the end).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     postgres: String,
+    /// The service's answer cache, MiB (`query.answer_cache_mib`); 0 computes every answer
+    /// from the rollups. By default the service's own default.
+    #[arg(long)]
+    answer_cache_mib: Option<u64>,
     /// PostgreSQL's postmaster, to count its processes' CPU (`postgres=PID`).
     #[arg(long)]
     watch: Vec<String>,
@@ -69,6 +73,7 @@ struct Cli {
 #[derive(Debug, Serialize)]
 struct Report {
     open_hours: i64,
+    answer_cache_mib: Option<u64>,
     queries_per_sec: f64,
     timeseries: Latency,
     breakdown: Latency,
@@ -287,7 +292,7 @@ async fn main() -> anyhow::Result<()> {
     let hours = open_hours(&cli);
     seed(&store, tenant, site, &cli, hours).await?;
 
-    let env: HashMap<String, String> = [
+    let mut env: HashMap<String, String> = [
         ("SIGHTLINE__DATABASE__URL", url.clone()),
         ("SIGHTLINE__DATABASE__MAX_CONNECTIONS", "16".into()),
         ("SIGHTLINE__QUERY__RATE_LIMIT_PER_SEC", "1000000".into()),
@@ -297,6 +302,9 @@ async fn main() -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if let Some(mib) = cli.answer_cache_mib {
+        env.insert("SIGHTLINE__QUERY__ANSWER_CACHE_MIB".into(), mib.to_string());
+    }
     let config = query::Config::load(&query::Config::loader().env_map(env))?;
     let grpc = TcpListener::bind("127.0.0.1:0")?;
     let admin = TcpListener::bind("127.0.0.1:0")?;
@@ -441,6 +449,7 @@ async fn main() -> anyhow::Result<()> {
     let bd = t.breakdown.as_ref().unwrap_or(&empty);
     let report = Report {
         open_hours: hours,
+        answer_cache_mib: cli.answer_cache_mib,
         queries_per_sec: (ts.len() + bd.len()) as f64 / seconds,
         timeseries: Latency::of(ts),
         breakdown: Latency::of(bd),

@@ -262,6 +262,12 @@ pub async fn commit(pool: &PgPool, c: Commit<'_>) -> Result<(), CommitError> {
         .bind(c.shard)
         .execute(&mut *tx)
         .await?;
+
+        let sites: Vec<(i64, i64)> = rows
+            .iter()
+            .map(|r| (r.key.tenant_id, r.key.site_id))
+            .collect();
+        sightline_db::rollup::record_change(&mut tx, &sites, c.shard).await?;
     }
 
     if !c.visitors.is_empty() {

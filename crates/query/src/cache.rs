@@ -1,0 +1,175 @@
+//! Answers computed earlier, reused while what they rest on is unchanged.
+//!
+//! A time series, breakdown or aggregate depends on its request, on the window the request
+//! resolved to (a relative range moves with the clock), on the site's time zone and currency,
+//! and on the rollup rows it read. The rows are vouched for by two things read in one statement
+//! ([`crate::store::look`]): the site's rollup version, which every writer of `rollups` raises in
+//! the transaction that changes them (`migrations/0009_rollup_versions.sql`), and the closures
+//! over the window, which decide the layer of each bucket. A cached answer is served only when
+//! both are what they were when it was computed, with the watermark read now; it is therefore
+//! what computing it again would give, without reading a row or uniting a sketch.
+//!
+//! A dashboard that many people open, or that refreshes every few seconds, asks the same
+//! questions over and over; between two of the speed layer's flushes for the site (and for days
+//! the batch layer closed, between two closures) each is computed once.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prost::Message;
+use quick_cache::{Weighter, sync::Cache};
+use sightline_proto::query::v1 as pb;
+
+use crate::{calendar::Closure, calendar::Window, sites::Site, store::Look};
+
+/// An answer the cache can hold.
+pub trait Cacheable: Message + Clone + Sized {
+    /// The RPC it answers.
+    const RPC: &'static str;
+    /// Wraps it for the cache.
+    fn into_answer(self) -> Answer;
+    /// Unwraps it, when `answer` is of this kind.
+    fn from_answer(answer: Answer) -> Option<Self>;
+    /// Replaces its watermark.
+    fn set_watermark(&mut self, watermark: pb::Watermark);
+}
+
+/// Every kind of cached answer.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Timeseries(pb::TimeseriesResponse),
+    Breakdown(pb::BreakdownResponse),
+    Aggregate(pb::AggregateResponse),
+}
+
+macro_rules! cacheable {
+    ($response:ty, $variant:ident, $rpc:literal) => {
+        impl Cacheable for $response {
+            const RPC: &'static str = $rpc;
+
+            fn into_answer(self) -> Answer {
+                Answer::$variant(self)
+            }
+
+            fn from_answer(answer: Answer) -> Option<Self> {
+                match answer {
+                    Answer::$variant(a) => Some(a),
+                    _ => None,
+                }
+            }
+
+            fn set_watermark(&mut self, watermark: pb::Watermark) {
+                self.watermark = Some(watermark);
+            }
+        }
+    };
+}
+
+cacheable!(pb::TimeseriesResponse, Timeseries, "GetTimeseries");
+cacheable!(pb::BreakdownResponse, Breakdown, "GetBreakdown");
+cacheable!(pb::AggregateResponse, Aggregate, "GetAggregate");
+
+/// Everything an answer depends on but the rows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AnswerKey {
+    rpc: &'static str,
+    /// The request as encoded (site, metrics, range, filter, page…).
+    request: Vec<u8>,
+    from_us: i64,
+    to_us: i64,
+    zone: &'static str,
+    currency: String,
+}
+
+impl AnswerKey {
+    /// The key of `request` on `site`, resolved to `window`.
+    pub fn new<R: Message>(rpc: &'static str, request: &R, window: &Window, site: &Site) -> Self {
+        Self {
+            rpc,
+            request: request.encode_to_vec(),
+            from_us: window.from_us,
+            to_us: window.to_us,
+            zone: site.time_zone.name(),
+            currency: site.currency.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    closures: Vec<Closure>,
+    version: i64,
+    answer: Answer,
+    weight: u64,
+}
+
+#[derive(Debug, Clone)]
+struct ByBytes;
+
+impl Weighter<AnswerKey, Arc<Entry>> for ByBytes {
+    fn weight(&self, _key: &AnswerKey, entry: &Arc<Entry>) -> u64 {
+        entry.weight
+    }
+}
+
+/// Answers by key, bounded by their encoded size.
+pub struct AnswerCache {
+    entries: Cache<AnswerKey, Arc<Entry>, ByBytes>,
+    hits: Counter,
+    misses: Counter,
+}
+
+/// Bytes an entry is counted for beyond its encoded key and answer (the map's own overhead).
+const ENTRY_OVERHEAD: u64 = 256;
+
+impl AnswerCache {
+    /// A cache of about `bytes` of answers; `None` when `bytes` is 0 (caching off). `hits` and
+    /// `misses` count the lookups of keys it holds and of keys it does not or that are stale.
+    pub fn new(bytes: u64, hits: Counter, misses: Counter) -> Option<Self> {
+        (bytes > 0).then(|| Self {
+            // A guess of the entry count only sizes the first allocation.
+            entries: Cache::with_weighter(
+                usize::try_from(bytes / 4096).unwrap_or(usize::MAX).max(16),
+                bytes,
+                ByBytes,
+            ),
+            hits,
+            misses,
+        })
+    }
+
+    /// Whether `key` has an entry (fresh or not): only then is checking it worth a statement.
+    pub fn holds(&self, key: &AnswerKey) -> bool {
+        let held = self.entries.peek(key).is_some();
+        if !held {
+            self.misses.inc();
+        }
+        held
+    }
+
+    /// The answer of `key` when it was computed on what `now` shows.
+    pub fn get<T: Cacheable>(&self, key: &AnswerKey, now: &Look) -> Option<T> {
+        let entry = self
+            .entries
+            .get(key)
+            .filter(|e| e.version == now.version && e.closures == now.closures);
+        let Some(entry) = entry else {
+            self.misses.inc();
+            return None;
+        };
+        self.hits.inc();
+        T::from_answer(entry.answer.clone())
+    }
+
+    /// Keeps `answer` of `key`, computed on what `basis` shows.
+    pub fn insert<T: Cacheable>(&self, key: AnswerKey, basis: &Look, answer: &T) {
+        let weight = (key.request.len() + answer.encoded_len()) as u64 + ENTRY_OVERHEAD;
+        let entry = Entry {
+            closures: basis.closures.clone(),
+            version: basis.version,
+            answer: answer.clone().into_answer(),
+            weight,
+        };
+        self.entries.insert(key, Arc::new(entry));
+    }
+}

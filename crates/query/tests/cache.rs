@@ -1,0 +1,152 @@
+//! Answers kept between identical requests are never stale: once the speed layer commits a
+//! change to the site's rollups, the next answer is computed afresh, and it equals what a
+//! service without the cache answers.
+
+mod support;
+
+use sightline_proto::{
+    events::v1::{Event, EventType},
+    query::v1::{self as pb, query_client::QueryClient},
+};
+use sightline_testkit::http;
+use support::*;
+use tonic::transport::Channel;
+
+/// A time series, a page breakdown and an aggregate of the UTC site over its traffic's days.
+async fn answers(
+    client: &mut QueryClient<Channel>,
+    token: &str,
+    site: &SiteData,
+) -> (
+    pb::TimeseriesResponse,
+    pb::BreakdownResponse,
+    pb::AggregateResponse,
+) {
+    let (first, last) = span(site);
+    let metrics = names(&["pageviews", "visitors", "visits", "bounce_rate"]);
+    let series = timeseries(
+        client,
+        token,
+        pb::TimeseriesRequest {
+            site_id: site.id,
+            metrics: metrics.clone(),
+            interval: "day".into(),
+            range: dates(first, last),
+            ..Default::default()
+        },
+    )
+    .await;
+    let breakdown = client
+        .get_breakdown(authed(
+            pb::BreakdownRequest {
+                site_id: site.id,
+                dimension: "page".into(),
+                metrics: names(&["pageviews", "visitors"]),
+                range: dates(first, last),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let aggregate = client
+        .get_aggregate(authed(
+            pb::AggregateRequest {
+                site_id: site.id,
+                metrics,
+                range: dates(first, last),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    (series, breakdown, aggregate)
+}
+
+/// The answer cache's (hits, misses) from the service's `/metrics`.
+async fn cache_counts(running: &Running) -> (f64, f64) {
+    let (status, body) = http::get(running.admin, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    (
+        http::sample(&body, "sightline_query_answer_cache_hits_total"),
+        http::sample(&body, "sightline_query_answer_cache_misses_total"),
+    )
+}
+
+fn pageviews_of(series: &pb::TimeseriesResponse) -> f64 {
+    series.buckets.iter().map(|b| b.values[0].value).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_answer_is_replaced_when_the_speed_layer_changes_the_site() {
+    let world = World::new().await;
+    world.roll_up().await;
+    let cached = Running::start(&world.database_url, &[]).await;
+    let uncached = Running::start(
+        &world.database_url,
+        &[("SIGHTLINE__QUERY__ANSWER_CACHE_MIB".into(), "0".into())],
+    )
+    .await;
+    let (mut client, mut reference) = (cached.client().await, uncached.client().await);
+    let token = world.acme_token.clone();
+    let site = &world.utc;
+
+    let first = answers(&mut client, &token, site).await;
+    let again = answers(&mut client, &token, site).await;
+    assert_eq!(first, again, "nothing changed: the same answers");
+    assert_eq!(first, answers(&mut reference, &token, site).await);
+    let (hits, misses) = cache_counts(&cached).await;
+    assert_eq!(
+        (hits, misses),
+        (3.0, 3.0),
+        "the second round came from the cache"
+    );
+
+    // Three new visitors view a page 10 minutes ago: the stream processor's flush commits them.
+    let now = chrono::Utc::now().timestamp_micros();
+    let fresh: Vec<Event> = (0..3)
+        .map(|i| Event {
+            message_id: format!("cache-test-{i}"),
+            tenant_id: world.acme,
+            site_id: site.id,
+            r#type: EventType::Page.into(),
+            visitor_id: format!("cache-visitor-{i}"),
+            anonymous_id: format!("cache-visitor-{i}"),
+            timestamp_us: now - 10 * MINUTE_US,
+            received_at_us: now - 10 * MINUTE_US + 1_000,
+            user_agent: CHROME.into(),
+            page_url: "https://shop.example.com/fresh".into(),
+            ..Event::default()
+        })
+        .collect();
+    world.roll_up_events(fresh).await;
+
+    let after = answers(&mut client, &token, site).await;
+    assert_eq!(
+        pageviews_of(&after.0),
+        pageviews_of(&first.0) + 3.0,
+        "the time series counts the new pageviews"
+    );
+    let fresh_page = after
+        .1
+        .rows
+        .iter()
+        .find(|r| r.value == "/fresh")
+        .expect("the breakdown lists the new page");
+    assert_eq!(fresh_page.values[0].value, 3.0);
+    assert_ne!(after.2, first.2, "the aggregate moved");
+    assert_eq!(after, answers(&mut reference, &token, site).await);
+    let (hits_after, misses_after) = cache_counts(&cached).await;
+    assert_eq!(
+        (hits_after, misses_after),
+        (3.0, 6.0),
+        "the stale answers were computed again"
+    );
+
+    cached.stop().await;
+    uncached.stop().await;
+    world.finish().await;
+}
