@@ -103,6 +103,9 @@ pub struct RollupConfig {
     pub late_event_max_age_secs: u64,
     /// How long processed batch ids are remembered.
     pub batch_id_retention_hours: u64,
+    /// Visitor states go to the partition's log on each flush and to the `rollup_visitors`
+    /// snapshot every this many flushes (`migrations/0010_rollup_visitor_log.sql`).
+    pub visitor_snapshot_flushes: u64,
 }
 
 /// `[stream.archive]`: raw events to the lake.
@@ -206,6 +209,11 @@ impl StreamConfig {
             self.rollup.max_buffered_events > 0,
             "stream.rollup.max_buffered_events",
             "must be positive",
+        );
+        p.check(
+            (1..=10_000).contains(&self.rollup.visitor_snapshot_flushes),
+            "stream.rollup.visitor_snapshot_flushes",
+            "must be between 1 (a snapshot on every flush) and 10000",
         );
         p.check(
             self.rollup.batch_id_retention_hours >= 1,

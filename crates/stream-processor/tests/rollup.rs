@@ -131,6 +131,11 @@ fn env(namespace: &str, database_url: &str, amqp: &str) -> HashMap<String, Strin
             "200".to_string(),
         ),
         ("SIGHTLINE__STREAM__RETRY_BACKOFF_MAX_MS", "500".to_string()),
+        // Visitor states both in snapshots and in the log between them.
+        (
+            "SIGHTLINE__STREAM__ROLLUP__VISITOR_SNAPSHOT_FLUSHES",
+            "3".to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -588,6 +593,8 @@ async fn a_crash_between_commit_and_acknowledgement_counts_nothing_twice() {
         max_buffered_events: 100_000,
         late_event_max_age_secs: 86_400,
         batch_id_retention_hours: 168,
+        // Visitor states stay in the partition's log: the next consumer must read it.
+        visitor_snapshot_flushes: 60,
     };
     let mut sink = RollupSink::new(
         0,

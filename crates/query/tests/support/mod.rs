@@ -155,6 +155,7 @@ impl World {
             max_buffered_events: 1_000_000,
             late_event_max_age_secs: 10 * 86_400,
             batch_id_retention_hours: 168,
+            visitor_snapshot_flushes: 60,
         };
         let enricher = Arc::new(sightline_event::Enricher::new().unwrap());
         let metrics = StreamMetrics::register(&Metrics::new());

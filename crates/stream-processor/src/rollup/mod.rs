@@ -38,7 +38,7 @@ use crate::{
 use aggregate::{FastMap, FoldSettings};
 pub use fact::Fact;
 use state::{Visitor, visitor_hash};
-use store::{Commit, CommitError, RowWrite, SketchCache, SketchKey};
+use store::{Commit, CommitError, RowWrite, SketchCache, SketchKey, VisitorWrite};
 
 /// The protobuf type name of partition messages.
 pub const EVENT_BATCH: &str = "sightline.events.v1.EventBatch";
@@ -91,6 +91,10 @@ pub struct RollupSink {
     buffered_events: usize,
     /// Visitor states as committed.
     visitors: FastMap<u128, Visitor>,
+    /// Visitors whose committed state is in the partition's log, not yet in the snapshot.
+    logged: FastMap<u128, ()>,
+    /// Flushes since the last snapshot of visitor states.
+    since_snapshot: u64,
     /// Row sketches as committed (an empty sketch: the row has none yet).
     sketches: SketchCache,
     currencies: FastMap<i64, String>,
@@ -117,6 +121,8 @@ impl RollupSink {
             buffer: Vec::new(),
             buffered_events: 0,
             visitors: FastMap::default(),
+            logged: FastMap::default(),
+            since_snapshot: 0,
             sketches: SketchCache::default(),
             currencies: FastMap::default(),
             event_watermark_us: None,
@@ -164,8 +170,24 @@ impl RollupSink {
     }
 
     /// Reads what the caches lack for `batches`: visitor states, site currencies, watermark.
+    /// The first time, also the partition's visitor log: the states committed since the last
+    /// snapshot, which the cache then holds until the next one.
     async fn load_missing(&mut self, batches: &[&Buffered]) -> Result<(), SinkError> {
         if self.event_watermark_us.is_none() {
+            for entry in store::load_visitor_log(&self.pool, self.shard).await? {
+                match entry {
+                    Ok(visitors) => {
+                        for v in visitors {
+                            let hash = visitor_hash(v.tenant_id, v.site_id, &v.visitor_id);
+                            self.visitors.insert(hash, v);
+                            self.logged.insert(hash, ());
+                        }
+                    }
+                    // As an unreadable snapshot row: those visitors start afresh; the batch
+                    // layer recomputes visits exactly.
+                    Err(error) => warn!(%error, "unreadable visitor log entry ignored"),
+                }
+            }
             self.event_watermark_us = Some(
                 store::event_watermark(&self.pool, self.shard)
                     .await?
@@ -239,6 +261,9 @@ impl RollupSink {
     fn evict(&mut self, expire_before_us: i64, watermark_us: i64) {
         self.visitors
             .retain(|_, v| v.state.last_us >= expire_before_us);
+        // An expired visitor's snapshot row is older still, so the commit deleted it too.
+        let visitors = &self.visitors;
+        self.logged.retain(|hash, _| visitors.contains_key(hash));
         let minute_horizon = watermark_us.saturating_sub(2 * 3_600_000_000);
         let hour_horizon = watermark_us.saturating_sub(26 * 3_600_000_000);
         self.sketches.retain(|k, _| match k.granularity {
@@ -378,15 +403,25 @@ impl RollupSink {
         self.flushes += 1;
         let prune = (self.flushes % PRUNE_EVERY_FLUSHES == 1)
             .then(|| i64::try_from(self.settings.batch_id_retention_hours).unwrap_or(i64::MAX));
+        let live = |v: &&Visitor| v.state.last_us >= expire_before_us;
+        let snapshot = self.since_snapshot + 1 >= self.settings.visitor_snapshot_flushes;
+        let visitors = if snapshot {
+            // Every state changed since the last snapshot: this flush's, and the logged ones
+            // it did not change.
+            let earlier = self
+                .logged
+                .keys()
+                .filter(|hash| !fold.visitors.contains_key(*hash))
+                .filter_map(|hash| self.visitors.get(hash));
+            VisitorWrite::Snapshot(fold.visitors.values().chain(earlier).filter(live).collect())
+        } else {
+            VisitorWrite::Log(fold.visitors.values().filter(live).collect())
+        };
         let commit = Commit {
             shard: self.shard,
             batch_ids: &batch_ids,
             rows,
-            visitors: fold
-                .visitors
-                .values()
-                .filter(|v| v.state.last_us >= expire_before_us)
-                .collect(),
+            visitors,
             expire_before_us,
             received_until_us: fold.received_until_us,
             event_until_us: fold.event_until_us,
@@ -408,6 +443,14 @@ impl RollupSink {
                 .set(fold.received_until_us / 1_000_000);
         }
         self.event_watermark_us = Some(watermark_us);
+        if snapshot {
+            self.logged.clear();
+            self.since_snapshot = 0;
+        } else {
+            self.logged
+                .extend(fold.visitors.keys().map(|hash| (*hash, ())));
+            self.since_snapshot += 1;
+        }
         self.visitors.extend(fold.visitors);
         self.sketches.extend(merged);
         self.evict(expire_before_us, watermark_us);

@@ -62,12 +62,47 @@ pub fn visitor_hash(tenant_id: i64, site_id: i64, visitor_id: &str) -> u128 {
 }
 
 /// A visitor with its identity, as cached and stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Visitor {
     pub tenant_id: i64,
     pub site_id: i64,
     pub visitor_id: String,
     pub state: VisitorState,
+}
+
+/// [`Visitor`] borrowed, as the log encodes it (the same fields in the same order).
+#[derive(Serialize)]
+struct LoggedVisitor<'a> {
+    tenant_id: i64,
+    site_id: i64,
+    visitor_id: &'a str,
+    state: &'a VisitorState,
+}
+
+/// zstd level of the visitor log: the fastest, as it runs on every flush.
+const LOG_ZSTD_LEVEL: i32 = 1;
+
+/// One entry of a partition's visitor log (`migrations/0010_rollup_visitor_log.sql`): the
+/// states a flush changed, postcard then zstd.
+pub fn encode_log(visitors: &[&Visitor]) -> Vec<u8> {
+    let logged: Vec<LoggedVisitor<'_>> = visitors
+        .iter()
+        .map(|v| LoggedVisitor {
+            tenant_id: v.tenant_id,
+            site_id: v.site_id,
+            visitor_id: &v.visitor_id,
+            state: &v.state,
+        })
+        .collect();
+    // Serialising plain data into a Vec, and compressing a slice in memory, cannot fail.
+    let raw = postcard::to_allocvec(&logged).unwrap_or_default();
+    zstd::bulk::compress(&raw, LOG_ZSTD_LEVEL).unwrap_or_default()
+}
+
+/// Reads an entry of the visitor log.
+pub fn decode_log(bytes: &[u8]) -> Result<Vec<Visitor>, String> {
+    let raw = zstd::decode_all(bytes).map_err(|e| format!("not zstd: {e}"))?;
+    postcard::from_bytes(&raw).map_err(|e| format!("not a visitor log entry: {e}"))
 }
 
 #[cfg(test)]
@@ -84,6 +119,33 @@ mod tests {
         }
         assert_eq!(state.recent.len(), RECENT_IDS);
         assert!(state.remember(1), "the oldest id was forgotten");
+    }
+
+    #[test]
+    fn log_entries_round_trip() {
+        let mut state = VisitorState {
+            last_us: 42,
+            ..Default::default()
+        };
+        state.remember(7);
+        state.attrs.browser = "Firefox".into();
+        let visitors = [
+            Visitor {
+                tenant_id: 1,
+                site_id: 2,
+                visitor_id: "v-1".into(),
+                state: state.clone(),
+            },
+            Visitor {
+                tenant_id: 1,
+                site_id: 3,
+                visitor_id: "v-2".into(),
+                state: VisitorState::default(),
+            },
+        ];
+        let encoded = encode_log(&visitors.iter().collect::<Vec<_>>());
+        assert_eq!(decode_log(&encoded).unwrap(), visitors);
+        assert!(decode_log(b"not a log").is_err());
     }
 
     #[test]

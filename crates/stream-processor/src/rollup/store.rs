@@ -153,12 +153,21 @@ pub struct RowWrite<'a> {
     pub visitors: Vec<u8>,
 }
 
+/// How a flush stores visitor states (`migrations/0010_rollup_visitor_log.sql`).
+pub enum VisitorWrite<'a> {
+    /// Appends the states the flush changed to the partition's log.
+    Log(Vec<&'a Visitor>),
+    /// Writes these states (every one changed since the last snapshot) into `rollup_visitors`
+    /// and empties the partition's log.
+    Snapshot(Vec<&'a Visitor>),
+}
+
 /// Everything one flush commits.
 pub struct Commit<'a> {
     pub shard: i32,
     pub batch_ids: &'a [String],
     pub rows: Vec<RowWrite<'a>>,
-    pub visitors: Vec<&'a Visitor>,
+    pub visitors: VisitorWrite<'a>,
     /// Visitors of this shard whose latest event is older than this are forgotten.
     pub expire_before_us: i64,
     pub received_until_us: i64,
@@ -270,24 +279,26 @@ pub async fn commit(pool: &PgPool, c: Commit<'_>) -> Result<(), CommitError> {
         sightline_db::rollup::record_change(&mut tx, &sites, c.shard).await?;
     }
 
-    if !c.visitors.is_empty() {
-        let v = &c.visitors;
-        sqlx::query(
-            "INSERT INTO rollup_visitors (tenant_id, site_id, visitor_id, shard, last_us, state) \
-             SELECT t, s, id, $6, l, st \
-             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bytea[]) \
-               AS u(t, s, id, l, st) \
-             ON CONFLICT (tenant_id, site_id, visitor_id) DO UPDATE SET shard = excluded.shard, \
-               last_us = excluded.last_us, state = excluded.state",
-        )
-        .bind(v.iter().map(|x| x.tenant_id).collect::<Vec<_>>())
-        .bind(v.iter().map(|x| x.site_id).collect::<Vec<_>>())
-        .bind(v.iter().map(|x| x.visitor_id.as_str()).collect::<Vec<_>>())
-        .bind(v.iter().map(|x| x.state.last_us).collect::<Vec<_>>())
-        .bind(v.iter().map(|x| x.state.encode()).collect::<Vec<_>>())
-        .bind(c.shard)
-        .execute(&mut *tx)
-        .await?;
+    match &c.visitors {
+        VisitorWrite::Log(v) if !v.is_empty() => {
+            sqlx::query(
+                "INSERT INTO rollup_visitor_log (shard, seq, states) \
+                 SELECT $1, coalesce(max(seq), 0) + 1, $2 FROM rollup_visitor_log \
+                 WHERE shard = $1",
+            )
+            .bind(c.shard)
+            .bind(super::state::encode_log(v))
+            .execute(&mut *tx)
+            .await?;
+        }
+        VisitorWrite::Log(_) => {}
+        VisitorWrite::Snapshot(v) => {
+            upsert_visitors(&mut tx, c.shard, v).await?;
+            sqlx::query("DELETE FROM rollup_visitor_log WHERE shard = $1")
+                .bind(c.shard)
+                .execute(&mut *tx)
+                .await?;
+        }
     }
 
     sqlx::query("DELETE FROM rollup_visitors WHERE shard = $1 AND last_us < $2")
@@ -324,6 +335,53 @@ pub async fn commit(pool: &PgPool, c: Commit<'_>) -> Result<(), CommitError> {
 
     tx.commit().await?;
     Ok(())
+}
+
+/// Writes the latest state of `visitors` into the snapshot table.
+async fn upsert_visitors(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    shard: i32,
+    v: &[&Visitor],
+) -> sqlx::Result<()> {
+    if v.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO rollup_visitors (tenant_id, site_id, visitor_id, shard, last_us, state) \
+         SELECT t, s, id, $6, l, st \
+         FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bytea[]) \
+           AS u(t, s, id, l, st) \
+         ON CONFLICT (tenant_id, site_id, visitor_id) DO UPDATE SET shard = excluded.shard, \
+           last_us = excluded.last_us, state = excluded.state",
+    )
+    .bind(v.iter().map(|x| x.tenant_id).collect::<Vec<_>>())
+    .bind(v.iter().map(|x| x.site_id).collect::<Vec<_>>())
+    .bind(v.iter().map(|x| x.visitor_id.as_str()).collect::<Vec<_>>())
+    .bind(v.iter().map(|x| x.state.last_us).collect::<Vec<_>>())
+    .bind(v.iter().map(|x| x.state.encode()).collect::<Vec<_>>())
+    .bind(shard)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The entries of `shard`'s visitor log, oldest first: the states changed since its last
+/// snapshot (a later entry's state of a visitor replaces an earlier one's).
+pub async fn load_visitor_log(
+    pool: &PgPool,
+    shard: i32,
+) -> sqlx::Result<Vec<Result<Vec<Visitor>, String>>> {
+    let entries: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, states FROM rollup_visitor_log WHERE shard = $1 ORDER BY seq")
+            .bind(shard)
+            .fetch_all(pool)
+            .await?;
+    Ok(entries
+        .into_iter()
+        .map(|(seq, states)| {
+            super::state::decode_log(&states).map_err(|e| format!("visitor log entry {seq}: {e}"))
+        })
+        .collect())
 }
 
 /// The newest event time this shard committed (its event-time watermark), if any.
