@@ -434,7 +434,7 @@ impl Reader {
         let pages = snapshot
             .sums(site.tenant_id, site_id, &parts, Dimension::Page, None, true)
             .await?;
-        let marks = snapshot.marks(site.tenant_id, site_id).await?;
+        let marks = snapshot.look(site.tenant_id, site_id, None).await?.marks;
         snapshot.finish().await?;
         let visitors_of = |t: &Totals| -> Result<pb::Value, QueryError> {
             Ok(values(&[Metric::Visitors], t, None)?
@@ -475,7 +475,7 @@ impl Reader {
         site: &Site,
     ) -> Result<pb::SiteFreshness, QueryError> {
         let mut snapshot = Snapshot::begin(&self.pool).await?;
-        let marks = snapshot.marks(site.tenant_id, site_id).await?;
+        let marks = snapshot.look(site.tenant_id, site_id, None).await?.marks;
         let last = snapshot.last_closure(site.tenant_id, site_id).await?;
         snapshot.finish().await?;
         Ok(pb::SiteFreshness {

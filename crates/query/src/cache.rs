@@ -20,7 +20,11 @@ use prost::Message;
 use quick_cache::{Weighter, sync::Cache};
 use sightline_proto::query::v1 as pb;
 
-use crate::{calendar::Closure, calendar::Window, sites::Site, store::Look};
+use crate::{
+    calendar::{Closure, Window},
+    sites::Site,
+    store::Look,
+};
 
 /// An answer the cache can hold.
 pub trait Cacheable: Message + Clone + Sized {

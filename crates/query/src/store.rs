@@ -251,19 +251,6 @@ impl Snapshot {
             .collect())
     }
 
-    /// The watermarks of the speed layer and of the site's batch layer.
-    pub async fn marks(&mut self, tenant_id: i64, site_id: i64) -> Result<Marks, QueryError> {
-        let sql = format!("SELECT {SPEED_MARK}, {BATCH_MARK}");
-        // Built from constants only; every input is a bind parameter.
-        let (speed, batch): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(tenant_id)
-                .bind(site_id)
-                .fetch_one(&mut *self.tx)
-                .await?;
-        Ok(marks_of(speed, batch))
-    }
-
     /// The site's latest closed day and its revision.
     pub async fn last_closure(
         &mut self,

@@ -7,7 +7,7 @@
 //! and go to the minute of the visit's *start*, like the batch layer's. Bot events only add to
 //! `bot_events` (totals and the `bot` dimension). Hour rows are the union of their minutes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 use sightline_db::rollup::{Dimension, Granularity};
@@ -22,6 +22,7 @@ use super::{
 };
 
 pub(crate) type FastMap<K, V> = HashMap<K, V, RandomState>;
+pub(crate) type FastSet<T> = HashSet<T, RandomState>;
 
 /// Interned strings of one flush: row keys hold a number instead of a string.
 #[derive(Debug, Default)]

@@ -35,7 +35,7 @@ use crate::{
     metrics::{GroupLabels, SkipLabels, StreamMetrics},
     sink::{Incoming, Sink, SinkError, Undecodable},
 };
-use aggregate::{FastMap, FoldSettings};
+use aggregate::{FastMap, FastSet, FoldSettings};
 pub use fact::Fact;
 use state::{Visitor, visitor_hash};
 use store::{Commit, CommitError, RowWrite, SketchCache, SketchKey, VisitorWrite};
@@ -92,7 +92,7 @@ pub struct RollupSink {
     /// Visitor states as committed.
     visitors: FastMap<u128, Visitor>,
     /// Visitors whose committed state is in the partition's log, not yet in the snapshot.
-    logged: FastMap<u128, ()>,
+    logged: FastSet<u128>,
     /// Flushes since the last snapshot of visitor states.
     since_snapshot: u64,
     /// Row sketches as committed (an empty sketch: the row has none yet).
@@ -121,7 +121,7 @@ impl RollupSink {
             buffer: Vec::new(),
             buffered_events: 0,
             visitors: FastMap::default(),
-            logged: FastMap::default(),
+            logged: FastSet::default(),
             since_snapshot: 0,
             sketches: SketchCache::default(),
             currencies: FastMap::default(),
@@ -180,7 +180,7 @@ impl RollupSink {
                         for v in visitors {
                             let hash = visitor_hash(v.tenant_id, v.site_id, &v.visitor_id);
                             self.visitors.insert(hash, v);
-                            self.logged.insert(hash, ());
+                            self.logged.insert(hash);
                         }
                     }
                     // As an unreadable snapshot row: those visitors start afresh; the batch
@@ -263,7 +263,7 @@ impl RollupSink {
             .retain(|_, v| v.state.last_us >= expire_before_us);
         // An expired visitor's snapshot row is older still, so the commit deleted it too.
         let visitors = &self.visitors;
-        self.logged.retain(|hash, _| visitors.contains_key(hash));
+        self.logged.retain(|hash| visitors.contains_key(hash));
         let minute_horizon = watermark_us.saturating_sub(2 * 3_600_000_000);
         let hour_horizon = watermark_us.saturating_sub(26 * 3_600_000_000);
         self.sketches.retain(|k, _| match k.granularity {
@@ -410,7 +410,7 @@ impl RollupSink {
             // it did not change.
             let earlier = self
                 .logged
-                .keys()
+                .iter()
                 .filter(|hash| !fold.visitors.contains_key(*hash))
                 .filter_map(|hash| self.visitors.get(hash));
             VisitorWrite::Snapshot(fold.visitors.values().chain(earlier).filter(live).collect())
@@ -447,8 +447,7 @@ impl RollupSink {
             self.logged.clear();
             self.since_snapshot = 0;
         } else {
-            self.logged
-                .extend(fold.visitors.keys().map(|hash| (*hash, ())));
+            self.logged.extend(fold.visitors.keys().copied());
             self.since_snapshot += 1;
         }
         self.visitors.extend(fold.visitors);
