@@ -6,16 +6,17 @@ use sightline_db::rollup::{Dimension, Granularity, Layer};
 use sightline_proto::query::v1 as pb;
 use sqlx::PgPool;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     QueryError,
     cache::{AnswerCache, AnswerKey, Cacheable},
     calendar::{self, Interval, Limits, MINUTE_US, Part, Plan, Window},
+    closed::ClosedSums,
     measure::{Metric, Totals, values},
     request::{self, Selection},
     sites::Site,
-    store::{self, Look, Marks, Snapshot},
+    store::{self, Look, Marks, RowSum, Rows, Snapshot},
 };
 
 /// Minutes the realtime view covers, the current one included.
@@ -28,6 +29,7 @@ pub struct Reader {
     limits: Limits,
     max_page_size: u32,
     answers: Option<Arc<AnswerCache>>,
+    closed: Option<Arc<ClosedSums>>,
 }
 
 fn watermark(marks: Marks) -> pb::Watermark {
@@ -45,19 +47,71 @@ struct Read {
 }
 
 impl Reader {
-    /// A reader on `pool` with these limits, keeping answers in `answers` when given.
+    /// A reader on `pool` with these limits, keeping answers in `answers` and the sums of
+    /// closed days in `closed` when given.
     pub fn new(
         pool: PgPool,
         limits: Limits,
         max_page_size: u32,
         answers: Option<AnswerCache>,
+        closed: Option<ClosedSums>,
     ) -> Self {
         Self {
             pool,
             limits,
             max_page_size,
             answers: answers.map(Arc::new),
+            closed: closed.map(Arc::new),
         }
+    }
+
+    /// The sums of `rows` over every part of `parts` together (see [`Snapshot::sums`]), read in
+    /// `snapshot` on what `look` shows. The batch layer's parts come from the closed-day sums
+    /// when they hold them, and are kept there when read.
+    async fn sums(
+        &self,
+        snapshot: &mut Snapshot,
+        look: &Look,
+        rows: &Rows<'_>,
+        parts: &[Part],
+    ) -> Result<Vec<RowSum>, QueryError> {
+        let closed = self.closed.as_deref();
+        let mut kept: Vec<Arc<[RowSum]>> = Vec::new();
+        let mut unread: Vec<Part> = Vec::with_capacity(parts.len());
+        for part in parts {
+            match closed.filter(|_| part.layer == Layer::Batch) {
+                Some(cache) => match cache.get(rows, part, look) {
+                    Some(sums) => kept.push(sums),
+                    None => unread.push(*part),
+                },
+                None => unread.push(*part),
+            }
+        }
+        let mut groups: HashMap<(i64, String), Totals> = HashMap::new();
+        let mut add = |sum: RowSum| {
+            groups
+                .entry((sum.bucket_us, sum.value))
+                .or_default()
+                .add(sum.totals);
+        };
+        let read = snapshot.sums(rows, &unread).await?;
+        for (part, sums) in unread.iter().zip(read) {
+            match closed.filter(|_| part.layer == Layer::Batch) {
+                Some(cache) => kept.push(cache.insert(rows, part, look, sums)?),
+                None => sums.into_iter().for_each(&mut add),
+            }
+        }
+        for sums in kept {
+            sums.iter().cloned().for_each(&mut add);
+        }
+        Ok(groups
+            .into_iter()
+            .map(|((bucket_us, value), totals)| RowSum {
+                bucket_us,
+                value,
+                totals,
+            })
+            .collect())
     }
 
     /// The cache key of `request` resolved to `window`, when answers are cached.
@@ -110,21 +164,20 @@ impl Reader {
     async fn read(
         &self,
         snapshot: &mut Snapshot,
+        look: &Look,
         site_id: i64,
         site: &Site,
         plan: &Plan,
         selection: &Selection,
     ) -> Result<Read, QueryError> {
-        let sums = snapshot
-            .sums(
-                site.tenant_id,
-                site_id,
-                &plan.parts,
-                selection.dimension,
-                selection.value.as_deref(),
-                false,
-            )
-            .await?;
+        let rows = Rows {
+            tenant_id: site.tenant_id,
+            site_id,
+            dimension: selection.dimension,
+            value: selection.value.as_deref(),
+            by_value: false,
+        };
+        let sums = self.sums(snapshot, look, &rows, &plan.parts).await?;
         let fold = |sums: Vec<crate::store::RowSum>| {
             let mut slots = vec![Totals::default(); plan.slots.len()];
             for row in sums {
@@ -135,18 +188,16 @@ impl Reader {
             slots
         };
         let conversions = match &selection.conversion_event {
-            Some(event) => Some(fold(
-                snapshot
-                    .sums(
-                        site.tenant_id,
-                        site_id,
-                        &plan.parts,
-                        Dimension::Event,
-                        Some(event),
-                        false,
-                    )
-                    .await?,
-            )),
+            Some(event) => {
+                let converting = Rows {
+                    dimension: Dimension::Event,
+                    value: Some(event),
+                    ..rows
+                };
+                Some(fold(
+                    self.sums(snapshot, look, &converting, &plan.parts).await?,
+                ))
+            }
             None => None,
         };
         Ok(Read {
@@ -173,7 +224,7 @@ impl Reader {
         let look = snapshot.look(site.tenant_id, req.site_id, over).await?;
         let plan = calendar::plan(&window, interval, site.time_zone, &look.closures, false);
         let read = self
-            .read(&mut snapshot, req.site_id, site, &plan, &selection)
+            .read(&mut snapshot, &look, req.site_id, site, &plan, &selection)
             .await?;
         snapshot.finish().await?;
         let mut buckets = Vec::with_capacity(plan.slots.len());
@@ -229,7 +280,7 @@ impl Reader {
         for w in [&window, &previous] {
             let plan = calendar::plan(w, Interval::Day, tz, &look.closures, true);
             let read = self
-                .read(&mut snapshot, req.site_id, site, &plan, &selection)
+                .read(&mut snapshot, &look, req.site_id, site, &plan, &selection)
                 .await?;
             let (is_final, revision) = plan.finality();
             let totals = read.slots.into_iter().next().unwrap_or_default();
@@ -306,27 +357,25 @@ impl Reader {
         let mut snapshot = Snapshot::begin(&self.pool).await?;
         let look = snapshot.look(site.tenant_id, req.site_id, over).await?;
         let plan = calendar::plan(&window, Interval::Day, site.time_zone, &look.closures, true);
-        let rows = snapshot
-            .sums(
-                site.tenant_id,
-                req.site_id,
-                &plan.parts,
-                selection.dimension,
-                selection.value.as_deref(),
-                true,
-            )
+        let by_value = Rows {
+            tenant_id: site.tenant_id,
+            site_id: req.site_id,
+            dimension: selection.dimension,
+            value: selection.value.as_deref(),
+            by_value: true,
+        };
+        let rows = self
+            .sums(&mut snapshot, &look, &by_value, &plan.parts)
             .await?;
         // The denominator of each event's conversion rate: every visitor of the site.
         let everyone = if selection.converts() {
-            let all = snapshot
-                .sums(
-                    site.tenant_id,
-                    req.site_id,
-                    &plan.parts,
-                    Dimension::Total,
-                    Some(""),
-                    true,
-                )
+            let site_total = Rows {
+                dimension: Dimension::Total,
+                value: Some(""),
+                ..by_value
+            };
+            let all = self
+                .sums(&mut snapshot, &look, &site_total, &plan.parts)
                 .await?;
             all.into_iter().next().map(|r| r.totals).unwrap_or_default()
         } else {
@@ -417,25 +466,29 @@ impl Reader {
             hi_us: to_us,
         }];
         let mut snapshot = Snapshot::begin(&self.pool).await?;
-        let totals = snapshot
-            .sums(
-                site.tenant_id,
-                site_id,
-                &parts,
-                Dimension::Total,
-                Some(""),
-                true,
-            )
+        let look = snapshot.look(site.tenant_id, site_id, None).await?;
+        let site_total = Rows {
+            tenant_id: site.tenant_id,
+            site_id,
+            dimension: Dimension::Total,
+            value: Some(""),
+            by_value: true,
+        };
+        let totals = self
+            .sums(&mut snapshot, &look, &site_total, &parts)
             .await?
             .into_iter()
             .next()
             .map(|r| r.totals)
             .unwrap_or_default();
-        let pages = snapshot
-            .sums(site.tenant_id, site_id, &parts, Dimension::Page, None, true)
-            .await?;
-        let marks = snapshot.look(site.tenant_id, site_id, None).await?.marks;
+        let every_page = Rows {
+            dimension: Dimension::Page,
+            value: None,
+            ..site_total
+        };
+        let pages = self.sums(&mut snapshot, &look, &every_page, &parts).await?;
         snapshot.finish().await?;
+        let marks = look.marks;
         let visitors_of = |t: &Totals| -> Result<pb::Value, QueryError> {
             Ok(values(&[Metric::Visitors], t, None)?
                 .into_iter()

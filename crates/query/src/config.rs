@@ -77,6 +77,9 @@ pub struct QueryConfig {
     pub max_page_size: u32,
     /// Memory for answers kept while the site's rollups are unchanged, MiB; 0 turns it off.
     pub answer_cache_mib: u64,
+    /// Memory for the sums of closed days, kept while the batch layer leaves the site alone,
+    /// MiB; 0 turns it off.
+    pub closed_sums_cache_mib: u64,
     /// Time in-flight calls get after SIGTERM.
     pub shutdown_grace_ms: u64,
     /// `[query.sql]`.
@@ -162,6 +165,11 @@ impl QueryConfig {
         p.check(
             self.answer_cache_mib <= 1 << 20,
             "query.answer_cache_mib",
+            "must be at most 1048576 (1 TiB)",
+        );
+        p.check(
+            self.closed_sums_cache_mib <= 1 << 20,
+            "query.closed_sums_cache_mib",
             "must be at most 1048576 (1 TiB)",
         );
         p.check(

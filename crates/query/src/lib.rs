@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cache;
 pub mod calendar;
 pub mod cli;
+pub mod closed;
 pub mod config;
 mod error;
 pub mod measure;
@@ -39,7 +40,7 @@ pub use config::Config;
 pub use error::QueryError;
 
 use crate::{
-    answers::Reader, auth::Authenticator, cache::AnswerCache, calendar::Limits,
+    answers::Reader, auth::Authenticator, cache::AnswerCache, calendar::Limits, closed::ClosedSums,
     metrics::QueryMetrics, service::QueryService, sites::SiteDirectory, sql::SqlEngine,
 };
 
@@ -95,6 +96,11 @@ pub async fn run(
                 q.answer_cache_mib * 1024 * 1024,
                 metrics.answer_cache_hits.clone(),
                 metrics.answer_cache_misses.clone(),
+            ),
+            ClosedSums::new(
+                q.closed_sums_cache_mib * 1024 * 1024,
+                metrics.closed_sums_hits.clone(),
+                metrics.closed_sums_misses.clone(),
             ),
         ),
         sql: SqlEngine::new(lake, q.sql.clone(), q.cache_capacity, metrics.clone())?,

@@ -201,18 +201,31 @@ impl Totals {
         self.sketches.extend(other.sketches);
     }
 
-    /// The estimated visitors of the union of every sketch.
-    pub fn visitors(&self) -> Result<f64, QueryError> {
-        if self.sketches.is_empty() {
-            return Ok(0.0);
-        }
+    /// The union of every sketch.
+    fn united(&self) -> Result<VisitorSketch, QueryError> {
         let sketches = self
             .sketches
             .iter()
             .map(|b| VisitorSketch::from_bytes(b))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| QueryError::Internal(format!("unreadable visitor sketch: {e}")))?;
-        Ok(VisitorSketch::union_of(&sketches).estimate().round())
+        Ok(VisitorSketch::union_of(&sketches))
+    }
+
+    /// Replaces the sketches with their union (the same visitors, one sketch to read later).
+    pub fn unite(&mut self) -> Result<(), QueryError> {
+        if self.sketches.len() > 1 {
+            self.sketches = vec![self.united()?.to_bytes()];
+        }
+        Ok(())
+    }
+
+    /// The estimated visitors of the union of every sketch.
+    pub fn visitors(&self) -> Result<f64, QueryError> {
+        if self.sketches.is_empty() {
+            return Ok(0.0);
+        }
+        Ok(self.united()?.estimate().round())
     }
 }
 

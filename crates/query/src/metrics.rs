@@ -35,6 +35,10 @@ pub struct QueryMetrics {
     pub answer_cache_hits: Counter,
     /// Cacheable answers computed (not held, or held but stale).
     pub answer_cache_misses: Counter,
+    /// Batch parts of answers summed from the closed-day sums.
+    pub closed_sums_hits: Counter,
+    /// Batch parts of answers read from the database.
+    pub closed_sums_misses: Counter,
 }
 
 impl QueryMetrics {
@@ -50,6 +54,8 @@ impl QueryMetrics {
             sql_rows: Counter::default(),
             answer_cache_hits: Counter::default(),
             answer_cache_misses: Counter::default(),
+            closed_sums_hits: Counter::default(),
+            closed_sums_misses: Counter::default(),
         };
         registry.register(|r| {
             let r = r.sub_registry_with_prefix("sightline_query");
@@ -77,6 +83,16 @@ impl QueryMetrics {
                 "answer_cache_misses",
                 "Time series, breakdowns and aggregates computed from the rollups",
                 m.answer_cache_misses.clone(),
+            );
+            r.register(
+                "closed_sums_hits",
+                "Closed days' parts of answers summed from the closed-day sums",
+                m.closed_sums_hits.clone(),
+            );
+            r.register(
+                "closed_sums_misses",
+                "Closed days' parts of answers read from the rollups",
+                m.closed_sums_misses.clone(),
             );
         });
         m

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::TryStreamExt;
-use sightline_db::rollup::Dimension;
+use sightline_db::rollup::{BATCH_WRITER, Dimension};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::{
@@ -25,6 +25,22 @@ pub struct RowSum {
     pub totals: Totals,
 }
 
+/// Which rows to sum: those of one site and dimension (one value of it, or all), per bucket
+/// and value, or per value only.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    /// The site's tenant.
+    pub tenant_id: i64,
+    /// The site.
+    pub site_id: i64,
+    /// The dimension whose rows are read.
+    pub dimension: Dimension,
+    /// Only this value's rows, when given.
+    pub value: Option<&'a str>,
+    /// Sum every bucket of a value together (bucket 0).
+    pub by_value: bool,
+}
+
 /// Up to when the layers are complete, µs; `None` when unknown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Marks {
@@ -39,6 +55,7 @@ fn at(us: i64) -> DateTime<Utc> {
 }
 
 type Row = (
+    i64,
     DateTime<Utc>,
     String,
     i64,
@@ -56,10 +73,10 @@ type Row = (
 // prepared statement cannot trade the ranges for a scan of the site's whole history when it
 // misestimates `unnest`. Rows come back unsorted and ungrouped: summing them here spares the
 // database a sort of every sketch.
-const ROWS_OF_PARTS: &str = "SELECT r.bucket, r.value, r.events, r.pageviews, r.visits, r.bounces, \
+const ROWS_OF_PARTS: &str = "SELECT p.i, r.bucket, r.value, r.events, r.pageviews, r.visits, r.bounces, \
         r.duration_us, r.revenue_micros, r.visitors \
     FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[]) \
-        AS p(layer, granularity, lo, hi) \
+        WITH ORDINALITY AS p(layer, granularity, lo, hi, i) \
     CROSS JOIN LATERAL ( \
         SELECT * FROM rollups r \
         WHERE r.tenant_id = $1 AND r.site_id = $2 AND r.dimension = $7 \
@@ -89,9 +106,12 @@ fn marks_of(speed: Option<DateTime<Utc>>, batch: Option<DateTime<Utc>>) -> Marks
     }
 }
 
-// The site's rollup version: the sum of its writers' change counters (migration 0009).
-const VERSION: &str = "(SELECT coalesce(sum(changes), 0)::bigint FROM rollup_versions \
-    WHERE tenant_id = $1 AND site_id = $2)";
+// The site's rollup version: the sum of its writers' change counters (migration 0009); and the
+// batch writer's own counter.
+const VERSIONS: &str = "(SELECT coalesce(sum(changes), 0)::bigint FROM rollup_versions \
+    WHERE tenant_id = $1 AND site_id = $2), \
+    (SELECT coalesce(sum(changes), 0)::bigint FROM rollup_versions \
+    WHERE tenant_id = $1 AND site_id = $2 AND writer = $6)";
 
 /// What answers over a window rest on besides the rows: which days the batch layer closed,
 /// the watermarks, and the site's rollup version.
@@ -103,6 +123,9 @@ pub struct Look {
     pub marks: Marks,
     /// Grows with every commit that changes the site's rollups.
     pub version: i64,
+    /// Grows with every commit of the batch layer that changes the site's rollups (a day
+    /// closed, or closed again): the batch layer's rows are what they were while it stays.
+    pub batch_version: i64,
 }
 
 /// The site's closures overlapping `window` (`[from_us, to_us)`; none without a window), the
@@ -118,13 +141,14 @@ pub async fn look<'c>(
         Option<DateTime<Utc>>,
         Option<DateTime<Utc>>,
         i64,
+        i64,
         Vec<NaiveDate>,
         Vec<DateTime<Utc>>,
         Vec<DateTime<Utc>>,
         Vec<i32>,
     );
     let sql = format!(
-        "SELECT {SPEED_MARK}, {BATCH_MARK}, {VERSION}, \
+        "SELECT {SPEED_MARK}, {BATCH_MARK}, {VERSIONS}, \
              coalesce(array_agg(day ORDER BY day), '{{}}'), \
              coalesce(array_agg(starts_at ORDER BY day), '{{}}'), \
              coalesce(array_agg(ends_at ORDER BY day), '{{}}'), \
@@ -134,13 +158,14 @@ pub async fn look<'c>(
     );
     let (from_us, to_us) = window.unwrap_or((0, 0));
     // Built from constants only; every input is a bind parameter.
-    let (speed, batch, version, days, starts, ends, revisions): Found =
+    let (speed, batch, version, batch_version, days, starts, ends, revisions): Found =
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(tenant_id)
             .bind(site_id)
             .bind(at(from_us))
             .bind(at(to_us))
             .bind(window.is_some())
+            .bind(BATCH_WRITER)
             .fetch_one(executor)
             .await?;
     let closures = days
@@ -159,6 +184,7 @@ pub async fn look<'c>(
         closures,
         marks: marks_of(speed, batch),
         version,
+        batch_version,
     })
 }
 
@@ -192,21 +218,18 @@ impl Snapshot {
         look(&mut *self.tx, tenant_id, site_id, window).await
     }
 
-    /// Sums of the rows of `dimension` (one `value`, or all) in `parts`, every shard added up:
-    /// per bucket and value, or per value only when `by_value`.
+    /// Sums of the rows of `dimension` (one `value`, or all) in each of `parts`, every shard
+    /// added up: per bucket and value, or per value only when `by_value`. One list per part, in
+    /// the order of `parts`.
     pub async fn sums(
         &mut self,
-        tenant_id: i64,
-        site_id: i64,
+        rows: &Rows<'_>,
         parts: &[Part],
-        dimension: Dimension,
-        value: Option<&str>,
-        by_value: bool,
-    ) -> Result<Vec<RowSum>, QueryError> {
+    ) -> Result<Vec<Vec<RowSum>>, QueryError> {
         if parts.is_empty() {
             return Ok(Vec::new());
         }
-        let filter = if value.is_some() { ONE_VALUE } else { "" };
+        let filter = if rows.value.is_some() { ONE_VALUE } else { "" };
         let sql = format!("{ROWS_OF_PARTS}{filter}{END_OF_PARTS}");
         let layers: Vec<&str> = parts.iter().map(|p| p.layer.as_str()).collect();
         let granularities: Vec<&str> = parts.iter().map(|p| p.granularity.as_str()).collect();
@@ -214,25 +237,35 @@ impl Snapshot {
         let highs: Vec<DateTime<Utc>> = parts.iter().map(|p| at(p.hi_us)).collect();
         // Built from constants only; every input is a bind parameter.
         let mut query = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
-            .bind(tenant_id)
-            .bind(site_id)
+            .bind(rows.tenant_id)
+            .bind(rows.site_id)
             .bind(layers)
             .bind(granularities)
             .bind(lows)
             .bind(highs)
-            .bind(dimension.as_str());
-        if let Some(value) = value {
+            .bind(rows.dimension.as_str());
+        if let Some(value) = rows.value {
             query = query.bind(value);
         }
-        let mut groups: HashMap<(i64, String), Totals> = HashMap::new();
-        let mut rows = query.fetch(&mut *self.tx);
-        while let Some((bucket, value, ev, pv, vi, bo, du, re, sketch)) = rows.try_next().await? {
+        let by_value = rows.by_value;
+        let mut groups: Vec<HashMap<(i64, String), Totals>> = vec![HashMap::new(); parts.len()];
+        let mut found = query.fetch(&mut *self.tx);
+        while let Some((part, bucket, value, ev, pv, vi, bo, du, re, sketch)) =
+            found.try_next().await?
+        {
             let bucket_us = if by_value {
                 0
             } else {
                 bucket.timestamp_micros()
             };
-            let totals = groups.entry((bucket_us, value)).or_default();
+            // Ordinality counts from 1.
+            let Some(part) = usize::try_from(part - 1)
+                .ok()
+                .and_then(|i| groups.get_mut(i))
+            else {
+                return Err(QueryError::Internal(format!("row of unknown part {part}")));
+            };
+            let totals = part.entry((bucket_us, value)).or_default();
             totals.events += ev;
             totals.pageviews += pv;
             totals.visits += vi;
@@ -243,10 +276,14 @@ impl Snapshot {
         }
         Ok(groups
             .into_iter()
-            .map(|((bucket_us, value), totals)| RowSum {
-                bucket_us,
-                value,
-                totals,
+            .map(|part| {
+                part.into_iter()
+                    .map(|((bucket_us, value), totals)| RowSum {
+                        bucket_us,
+                        value,
+                        totals,
+                    })
+                    .collect()
             })
             .collect())
     }

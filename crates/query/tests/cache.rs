@@ -150,3 +150,85 @@ async fn a_cached_answer_is_replaced_when_the_speed_layer_changes_the_site() {
     uncached.stop().await;
     world.finish().await;
 }
+
+/// The closed-day sums' (hits, misses) from the service's `/metrics`.
+async fn closed_sums_counts(running: &Running) -> (f64, f64) {
+    let (status, body) = http::get(running.admin, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    (
+        http::sample(&body, "sightline_query_closed_sums_hits_total"),
+        http::sample(&body, "sightline_query_closed_sums_misses_total"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_days_are_summed_once_and_answers_stay_exact() {
+    let world = World::new().await;
+    world.roll_up().await;
+    let site = &world.utc;
+    let (first, _) = span(site);
+    let closed = first + chrono::Duration::days(1);
+    close_day(&world, closed, Some((1, 777, 55))).await;
+    let cached = Running::start(&world.database_url, &[]).await;
+    let uncached = Running::start(
+        &world.database_url,
+        &[
+            ("SIGHTLINE__QUERY__ANSWER_CACHE_MIB".into(), "0".into()),
+            ("SIGHTLINE__QUERY__CLOSED_SUMS_CACHE_MIB".into(), "0".into()),
+        ],
+    )
+    .await;
+    let (mut client, mut reference) = (cached.client().await, uncached.client().await);
+    let token = world.acme_token.clone();
+
+    let first_round = answers(&mut client, &token, site).await;
+    assert_eq!(first_round, answers(&mut reference, &token, site).await);
+    // The time series and the aggregate sum the same closed part: the second finds it kept.
+    let (hits, misses) = closed_sums_counts(&cached).await;
+    assert!(misses > 0.0, "the closed day was read from the database");
+
+    // The speed layer changes the site: every answer is computed again, its closed day summed
+    // from what the first round kept.
+    let now = chrono::Utc::now().timestamp_micros();
+    world
+        .roll_up_events(vec![Event {
+            message_id: "closed-sums-test".into(),
+            tenant_id: world.acme,
+            site_id: site.id,
+            r#type: EventType::Page.into(),
+            visitor_id: "closed-sums-visitor".into(),
+            anonymous_id: "closed-sums-visitor".into(),
+            timestamp_us: now - 10 * MINUTE_US,
+            received_at_us: now - 10 * MINUTE_US + 1_000,
+            user_agent: CHROME.into(),
+            page_url: "https://shop.example.com/fresh".into(),
+            ..Event::default()
+        }])
+        .await;
+    let second_round = answers(&mut client, &token, site).await;
+    assert_eq!(
+        pageviews_of(&second_round.0),
+        pageviews_of(&first_round.0) + 1.0
+    );
+    assert_eq!(second_round, answers(&mut reference, &token, site).await);
+    let (hits_after, misses_after) = closed_sums_counts(&cached).await;
+    assert_eq!(misses_after, misses, "no closed day read again");
+    assert_eq!(
+        hits_after,
+        2.0 * hits + misses,
+        "each closed part summed from memory"
+    );
+
+    // The batch layer closes the day again with other figures: the kept sums are not used.
+    close_day(&world, closed, Some((2, 999, 66))).await;
+    let third_round = answers(&mut client, &token, site).await;
+    assert_eq!(
+        pageviews_of(&third_round.0),
+        pageviews_of(&second_round.0) + 999.0 - 777.0
+    );
+    assert_eq!(third_round, answers(&mut reference, &token, site).await);
+
+    cached.stop().await;
+    uncached.stop().await;
+    world.finish().await;
+}

@@ -599,3 +599,77 @@ pub fn span(site: &SiteData) -> (NaiveDate, NaiveDate) {
     let now = chrono::Utc::now().timestamp_micros();
     (local_date(site.tz, first), local_date(site.tz, now))
 }
+
+/// Replaces day `day` of the UTC site with batch rows holding `pageviews` (and an hour row at
+/// 10:00 with `hour_pageviews`), closed with `revision`, in one transaction as the batch enricher
+/// does; `None` reopens the day.
+pub async fn close_day(world: &World, day: NaiveDate, batch: Option<(i32, i64, i64)>) {
+    let site = &world.utc;
+    let (start, end) = (
+        day_start(site.tz, day),
+        day_start(site.tz, day + chrono::Duration::days(1)),
+    );
+    let at = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap();
+    let mut tx = world.store.pool().begin().await.unwrap();
+    sqlx::query("DELETE FROM rollups WHERE tenant_id = $1 AND site_id = $2 AND layer = 'batch' AND bucket >= $3 AND bucket < $4")
+        .bind(world.acme)
+        .bind(site.id)
+        .bind(at(start))
+        .bind(at(end))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    match batch {
+        None => {
+            sqlx::query(
+                "DELETE FROM rollup_closures WHERE tenant_id = $1 AND site_id = $2 AND day = $3",
+            )
+            .bind(world.acme)
+            .bind(site.id)
+            .bind(day)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        Some((revision, pageviews, hour_pageviews)) => {
+            let mut sketch = sightline_event::VisitorSketch::new();
+            for i in 0..5 {
+                sketch.insert(&format!("batch-visitor-{i}"));
+            }
+            for (granularity, bucket, pv) in [
+                ("day", start, pageviews),
+                ("hour", start + 10 * HOUR_US, hour_pageviews),
+            ] {
+                sqlx::query(
+                    "INSERT INTO rollups (tenant_id, site_id, granularity, bucket, dimension, value, layer, shard, \
+                     events, pageviews, visitors, revision) VALUES ($1, $2, $3, $4, '', '', 'batch', 0, $5, $5, $6, $7)",
+                )
+                .bind(world.acme)
+                .bind(site.id)
+                .bind(granularity)
+                .bind(at(bucket))
+                .bind(pv)
+                .bind(sketch.to_bytes())
+                .bind(revision)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            }
+            sqlx::query(
+                "INSERT INTO rollup_closures (tenant_id, site_id, day, starts_at, ends_at, revision) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, site_id, day) \
+                 DO UPDATE SET revision = EXCLUDED.revision, closed_at = now()",
+            )
+            .bind(world.acme)
+            .bind(site.id)
+            .bind(day)
+            .bind(at(start))
+            .bind(at(end))
+            .bind(revision)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+}

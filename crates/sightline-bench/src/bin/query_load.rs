@@ -8,7 +8,8 @@
 //! the query service in this process and runs closed-loop gRPC clients for a while, each
 //! alternating a 30-day daily time series (visitors, pageviews, visits, bounce rate) and a
 //! top-10 page breakdown over the same days. Reports p50/p99 per kind, queries/s, and the
-//! cores this process (service and clients) and PostgreSQL used.
+//! cores this process (service and clients) and PostgreSQL used. `--flush-every-ms` raises the
+//! site's rollup version meanwhile, as a live stream's flushes do, so kept answers go stale.
 
 use std::{
     collections::HashMap,
@@ -65,6 +66,14 @@ struct Cli {
     /// from the rollups. By default the service's own default.
     #[arg(long)]
     answer_cache_mib: Option<u64>,
+    /// The service's closed-day sums, MiB (`query.closed_sums_cache_mib`); 0 reads every
+    /// closed day's rows. By default the service's own default.
+    #[arg(long)]
+    closed_sums_cache_mib: Option<u64>,
+    /// Raise the site's rollup version this often, ms, as the stream processor's flushes do
+    /// under live traffic (no rows change): kept answers go stale at that pace. 0: never.
+    #[arg(long, default_value_t = 0)]
+    flush_every_ms: u64,
     /// PostgreSQL's postmaster, to count its processes' CPU (`postgres=PID`).
     #[arg(long)]
     watch: Vec<String>,
@@ -74,6 +83,8 @@ struct Cli {
 struct Report {
     open_hours: i64,
     answer_cache_mib: Option<u64>,
+    closed_sums_cache_mib: Option<u64>,
+    flush_every_ms: u64,
     queries_per_sec: f64,
     timeseries: Latency,
     breakdown: Latency,
@@ -305,6 +316,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(mib) = cli.answer_cache_mib {
         env.insert("SIGHTLINE__QUERY__ANSWER_CACHE_MIB".into(), mib.to_string());
     }
+    if let Some(mib) = cli.closed_sums_cache_mib {
+        env.insert(
+            "SIGHTLINE__QUERY__CLOSED_SUMS_CACHE_MIB".into(),
+            mib.to_string(),
+        );
+    }
     let config = query::Config::load(&query::Config::loader().env_map(env))?;
     let grpc = TcpListener::bind("127.0.0.1:0")?;
     let admin = TcpListener::bind("127.0.0.1:0")?;
@@ -374,6 +391,23 @@ async fn main() -> anyhow::Result<()> {
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
+    if cli.flush_every_ms > 0 {
+        let (pool, stop) = (store.pool().clone(), stop.clone());
+        let every = Duration::from_millis(cli.flush_every_ms);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let changed = async {
+                    let mut conn = pool.acquire().await?;
+                    sightline_db::rollup::record_change(&mut conn, &[(tenant, site)], 0).await
+                };
+                if let Err(error) = changed.await {
+                    eprintln!("raising the site's version failed: {error}");
+                }
+            }
+        }));
+    }
     for c in 0..cli.concurrency {
         let mut client = QueryClient::new(channels[c % channels.len()].clone());
         let (series, top, token) = (series.clone(), top.clone(), token.clone());
@@ -450,6 +484,8 @@ async fn main() -> anyhow::Result<()> {
     let report = Report {
         open_hours: hours,
         answer_cache_mib: cli.answer_cache_mib,
+        closed_sums_cache_mib: cli.closed_sums_cache_mib,
+        flush_every_ms: cli.flush_every_ms,
         queries_per_sec: (ts.len() + bd.len()) as f64 / seconds,
         timeseries: Latency::of(ts),
         breakdown: Latency::of(bd),
