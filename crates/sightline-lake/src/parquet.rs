@@ -1,6 +1,9 @@
 //! Events to Arrow record batches to zstd Parquet bytes, and back.
 
-use std::sync::Arc;
+use std::{
+    borrow::{Borrow, Cow},
+    sync::{Arc, LazyLock},
+};
 
 use arrow::{
     array::{
@@ -14,6 +17,7 @@ use parquet::{
     arrow::{ArrowWriter, arrow_reader::ParquetRecordBatchReaderBuilder},
     basic::{Compression, ZstdLevel},
     file::properties::WriterProperties,
+    schema::types::ColumnPath,
 };
 use sightline_proto::events::v1::{Event, InvalidEvent};
 
@@ -22,8 +26,38 @@ use crate::{
     schema::{event_type_from_name, event_type_name, invalid_event_schema, raw_event_schema},
 };
 
-/// zstd level of every file: 3 is zstd's own default, a good size/speed trade for event data.
+/// zstd level of tables written by [`write_parquet`]: 3 is zstd's own default, a good size/speed
+/// trade for data written once a day and read often.
 const ZSTD_LEVEL: i32 = 3;
+
+/// zstd level of raw-event files: the archive writes them on the stream's hot path, where
+/// level 1 costs less CPU for files a little larger (`benches/archive.rs` measures both).
+const RAW_ZSTD_LEVEL: i32 = 1;
+
+/// Raw-event columns whose values rarely repeat within a file. A dictionary is only built and
+/// abandoned for them, so raw files write them without one (`benches/archive.rs` measures it).
+pub const UNIQUE_COLUMNS: [&str; 6] = [
+    "message_id",
+    "timestamp",
+    "original_timestamp",
+    "sent_at",
+    "received_at",
+    "properties",
+];
+
+/// How raw-event files are written (the archive's hot path): zstd level [`RAW_ZSTD_LEVEL`], no
+/// dictionary on [`UNIQUE_COLUMNS`].
+static RAW_WRITER: LazyLock<WriterProperties> = LazyLock::new(|| {
+    let mut builder = WriterProperties::builder().set_compression(zstd(RAW_ZSTD_LEVEL));
+    for column in UNIQUE_COLUMNS {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    builder.build()
+});
+
+fn zstd(level: i32) -> Compression {
+    Compression::ZSTD(ZstdLevel::try_new(level).expect("the levels above are valid"))
+}
 
 /// proto3 empty string → SQL NULL.
 fn opt(s: &str) -> Option<&str> {
@@ -31,26 +65,43 @@ fn opt(s: &str) -> Option<&str> {
 }
 
 /// JSON bytes → text column; ingest only emits JSON it serialised itself (valid UTF-8), so the
-/// lossy conversion never changes a byte in practice and never fails a whole batch.
-fn opt_json(b: &[u8]) -> Option<String> {
-    (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned())
+/// lossy conversion (which copies) never changes a byte in practice and never fails a whole
+/// batch.
+fn opt_json(b: &[u8]) -> Option<Cow<'_, str>> {
+    (!b.is_empty()).then(|| String::from_utf8_lossy(b))
 }
 
-fn strings<'a>(events: &'a [Event], f: impl Fn(&'a Event) -> &'a str) -> ArrayRef {
-    Arc::new(events.iter().map(|e| opt(f(e))).collect::<StringArray>())
-}
-
-fn required_strings<'a>(events: &'a [Event], f: impl Fn(&'a Event) -> &'a str) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(events.iter().map(f)))
-}
-
-fn json(events: &[Event], f: impl Fn(&Event) -> &[u8]) -> ArrayRef {
+fn strings<'a, E: Borrow<Event>>(events: &'a [E], f: impl Fn(&'a Event) -> &'a str) -> ArrayRef {
     Arc::new(
         events
             .iter()
-            .map(|e| opt_json(f(e)))
+            .map(|e| opt(f(e.borrow())))
             .collect::<StringArray>(),
     )
+}
+
+fn required_strings<'a, E: Borrow<Event>>(
+    events: &'a [E],
+    f: impl Fn(&'a Event) -> &'a str,
+) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(
+        events.iter().map(|e| f(e.borrow())),
+    ))
+}
+
+fn json<'a, E: Borrow<Event>>(events: &'a [E], f: impl Fn(&'a Event) -> &'a [u8]) -> ArrayRef {
+    Arc::new(
+        events
+            .iter()
+            .map(|e| opt_json(f(e.borrow())))
+            .collect::<StringArray>(),
+    )
+}
+
+fn int64s<E: Borrow<Event>>(events: &[E], f: impl Fn(&Event) -> i64) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(
+        events.iter().map(|e| f(e.borrow())),
+    ))
 }
 
 fn times(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
@@ -61,31 +112,22 @@ fn times(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
     )
 }
 
-/// The raw-event record batch of `events`, in their order.
-pub fn events_to_record_batch(events: &[Event]) -> Result<RecordBatch, LakeError> {
+/// The raw-event record batch of `events` (owned or borrowed), in their order.
+pub fn events_to_record_batch<E: Borrow<Event>>(events: &[E]) -> Result<RecordBatch, LakeError> {
+    let time = |f: fn(&Event) -> Option<i64>| times(events.iter().map(|e| f(e.borrow())));
     let columns: Vec<ArrayRef> = vec![
         required_strings(events, |e| &e.message_id),
-        Arc::new(Int64Array::from_iter_values(
-            events.iter().map(|e| e.tenant_id),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            events.iter().map(|e| e.site_id),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            events.iter().map(|e| event_type_name(e.r#type())),
-        )),
+        int64s(events, |e| e.tenant_id),
+        int64s(events, |e| e.site_id),
+        required_strings(events, |e| event_type_name(e.r#type())),
         strings(events, |e| &e.name),
         strings(events, |e| &e.anonymous_id),
         strings(events, |e| &e.user_id),
         required_strings(events, |e| &e.visitor_id),
-        times(events.iter().map(|e| Some(e.timestamp_us))),
-        times(events.iter().map(|e| Some(e.original_timestamp_us))),
-        times(
-            events
-                .iter()
-                .map(|e| (e.sent_at_us != 0).then_some(e.sent_at_us)),
-        ),
-        times(events.iter().map(|e| Some(e.received_at_us))),
+        time(|e| Some(e.timestamp_us)),
+        time(|e| Some(e.original_timestamp_us)),
+        time(|e| (e.sent_at_us != 0).then_some(e.sent_at_us)),
+        time(|e| Some(e.received_at_us)),
         strings(events, |e| &e.ip_truncated),
         strings(events, |e| &e.user_agent),
         strings(events, |e| &e.page_url),
@@ -101,58 +143,50 @@ pub fn events_to_record_batch(events: &[Event]) -> Result<RecordBatch, LakeError
     Ok(RecordBatch::try_new(raw_event_schema(), columns)?)
 }
 
-/// The error record batch of `invalid`, in their order.
-pub fn invalid_to_record_batch(invalid: &[InvalidEvent]) -> Result<RecordBatch, LakeError> {
+/// The error record batch of `invalid` (owned or borrowed), in their order.
+pub fn invalid_to_record_batch<E: Borrow<InvalidEvent>>(
+    invalid: &[E],
+) -> Result<RecordBatch, LakeError> {
+    let rows = || invalid.iter().map(Borrow::borrow);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(
-            invalid.iter().map(|e| e.tenant_id),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            invalid.iter().map(|e| e.site_id),
-        )),
+        Arc::new(Int64Array::from_iter_values(rows().map(|e| e.tenant_id))),
+        Arc::new(Int64Array::from_iter_values(rows().map(|e| e.site_id))),
         Arc::new(StringArray::from_iter_values(
-            invalid.iter().map(|e| e.reason.as_str()),
+            rows().map(|e| e.reason.as_str()),
         )),
+        Arc::new(rows().map(|e| opt(&e.detail)).collect::<StringArray>()),
         Arc::new(
-            invalid
-                .iter()
-                .map(|e| opt(&e.detail))
-                .collect::<StringArray>(),
-        ),
-        Arc::new(
-            invalid
-                .iter()
+            rows()
                 .map(|e| (!e.raw.is_empty()).then_some(&e.raw[..]))
                 .collect::<BinaryArray>(),
         ),
-        times(invalid.iter().map(|e| Some(e.received_at_us))),
-        Arc::new(
-            invalid
-                .iter()
-                .map(|e| opt(&e.message_id))
-                .collect::<StringArray>(),
-        ),
+        times(rows().map(|e| Some(e.received_at_us))),
+        Arc::new(rows().map(|e| opt(&e.message_id)).collect::<StringArray>()),
     ];
     Ok(RecordBatch::try_new(invalid_event_schema(), columns)?)
 }
 
-/// zstd-compressed Parquet bytes of one record batch.
+/// zstd-compressed Parquet bytes of one record batch, with Parquet's other defaults.
 pub fn write_parquet(batch: &RecordBatch) -> Result<Bytes, LakeError> {
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
+        .set_compression(zstd(ZSTD_LEVEL))
         .build();
+    write_with(batch, props)
+}
+
+fn write_with(batch: &RecordBatch, props: WriterProperties) -> Result<Bytes, LakeError> {
     let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))?;
     writer.write(batch)?;
     Ok(Bytes::from(writer.into_inner()?))
 }
 
-/// Parquet bytes of raw events.
-pub fn events_to_parquet(events: &[Event]) -> Result<Bytes, LakeError> {
-    write_parquet(&events_to_record_batch(events)?)
+/// Parquet bytes of raw events (owned or borrowed).
+pub fn events_to_parquet<E: Borrow<Event>>(events: &[E]) -> Result<Bytes, LakeError> {
+    write_with(&events_to_record_batch(events)?, RAW_WRITER.clone())
 }
 
-/// Parquet bytes of invalid events.
-pub fn invalid_to_parquet(invalid: &[InvalidEvent]) -> Result<Bytes, LakeError> {
+/// Parquet bytes of invalid events (owned or borrowed).
+pub fn invalid_to_parquet<E: Borrow<InvalidEvent>>(invalid: &[E]) -> Result<Bytes, LakeError> {
     write_parquet(&invalid_to_record_batch(invalid)?)
 }
 

@@ -10,10 +10,10 @@ use crate::{
     parquet::{events_to_parquet, invalid_to_parquet},
 };
 
-/// Events of one partition and the batches they came from.
+/// Events of one partition (borrowed from their batches) and the batches they came from.
 struct Part<'a, T> {
     batch_ids: BTreeSet<&'a str>,
-    rows: Vec<T>,
+    rows: Vec<&'a T>,
 }
 
 impl<T> Default for Part<'_, T> {
@@ -36,7 +36,7 @@ fn unique_sorted<'a, B>(batches: &'a [B], id: &impl Fn(&B) -> &str) -> Vec<&'a B
 
 /// Groups the rows of `batches` by partition, each batch id once, batches in id order so the
 /// same set of batches gives byte-identical objects however it was buffered.
-fn group<'a, B, R: Clone + 'a, P: Ord>(
+fn group<'a, B, R: 'a, P: Ord>(
     batches: &'a [B],
     id: impl Fn(&B) -> &str,
     rows: impl Fn(&'a B) -> &'a [R],
@@ -48,7 +48,7 @@ fn group<'a, B, R: Clone + 'a, P: Ord>(
         for row in rows(batch) {
             let part = parts.entry(partition_of(row)?).or_default();
             part.batch_ids.insert(batch_id);
-            part.rows.push(row.clone());
+            part.rows.push(row);
         }
     }
     Ok(parts)
