@@ -19,9 +19,9 @@ use std::{
 };
 
 use arrow::{
-    array::{AsArray, RecordBatch, UInt32Array},
-    compute::take_record_batch,
-    datatypes::{Int64Type, TimestampMicrosecondType},
+    array::{ArrayRef, AsArray, RecordBatch, UInt32Array},
+    compute::{concat_batches, take_record_batch},
+    datatypes::{DataType, Field, Int64Type, Schema, TimestampMicrosecondType, UInt32Type},
     ipc::{
         CompressionType,
         reader::StreamReader,
@@ -40,6 +40,17 @@ use crate::BatchError;
 
 /// Objects fetched and decoded at the same time (each decoded object is in memory).
 const FETCH_CONCURRENCY: usize = 2;
+
+/// Rows a bucket gathers before they are written to its file as one batch. An object's rows
+/// split over every bucket, a few dozen each: written as they come, each would be a batch of
+/// its own, and every batch costs its IPC framing, a compressed frame per column, and, when
+/// read back, DataFusion's per-batch bookkeeping. At most `BUCKETS` times this many rows wait
+/// in memory (about 250 MB of typical events), whatever the size of the day.
+const SPILL_BATCH_ROWS: usize = 2_048;
+
+/// Rows the Parquet reader decodes at a time (an object written by the archive holds a few
+/// thousand).
+const READ_BATCH_ROWS: usize = 65_536;
 
 /// Visitor buckets of a spilled window: the finest split a chunk can have.
 pub const BUCKETS: usize = 128;
@@ -141,7 +152,9 @@ fn decode(
     from_us: i64,
     to_us: i64,
 ) -> Result<(u64, Vec<(usize, RecordBatch)>), BatchError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(body)?.build()?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(body)?
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()?;
     let (mut rows, mut pieces) = (0, Vec::new());
     for batch in reader {
         let batch = batch?;
@@ -180,6 +193,7 @@ pub async fn spill_window(
     };
     let mut writers: Vec<Option<StreamWriter<BufWriter<File>>>> =
         (0..BUCKETS).map(|_| None).collect();
+    let mut pending: Vec<Pending> = (0..BUCKETS).map(|_| Pending::default()).collect();
     // Owned keys: a stream over borrowed ones cannot be spawned (higher-ranked lifetimes).
     let mut decoded = futures_util::stream::iter(keys)
         .map(|key| async move {
@@ -196,12 +210,13 @@ pub async fn spill_window(
         spill.rows_read += rows;
         for (bucket, piece) in pieces {
             spill.rows[bucket] += piece.num_rows() as u64;
-            let writer = match &mut writers[bucket] {
-                Some(writer) => writer,
-                empty => empty.insert(spill.writer(bucket)?),
-            };
-            writer.write(&piece)?;
+            if pending[bucket].add(piece) >= SPILL_BATCH_ROWS {
+                spill.write(&mut writers[bucket], bucket, &mut pending[bucket])?;
+            }
         }
+    }
+    for (bucket, rows) in pending.iter_mut().enumerate() {
+        spill.write(&mut writers[bucket], bucket, rows)?;
     }
     for (bucket, writer) in writers.into_iter().enumerate() {
         if let Some(writer) = writer {
@@ -214,7 +229,43 @@ pub async fn spill_window(
     Ok(spill)
 }
 
+/// A bucket's rows not yet written.
+#[derive(Default)]
+struct Pending {
+    pieces: Vec<RecordBatch>,
+    rows: usize,
+}
+
+impl Pending {
+    /// Adds a piece; returns the rows now pending.
+    fn add(&mut self, piece: RecordBatch) -> usize {
+        self.rows += piece.num_rows();
+        self.pieces.push(piece);
+        self.rows
+    }
+}
+
 impl Spill {
+    /// Writes `pending` rows of `bucket` as one batch, opening its file on first use.
+    fn write(
+        &self,
+        writer: &mut Option<StreamWriter<BufWriter<File>>>,
+        bucket: usize,
+        pending: &mut Pending,
+    ) -> Result<(), BatchError> {
+        if pending.rows == 0 {
+            return Ok(());
+        }
+        let batch = concat_batches(&raw_event_schema(), &pending.pieces)?;
+        *pending = Pending::default();
+        let writer = match writer {
+            Some(writer) => writer,
+            empty => empty.insert(self.writer(bucket)?),
+        };
+        writer.write(&batch)?;
+        Ok(())
+    }
+
     fn path(&self, bucket: usize) -> PathBuf {
         self.dir.path().join(format!("bucket-{bucket:03}.arrows"))
     }
@@ -280,7 +331,9 @@ impl Spill {
     }
 }
 
-/// The DataFusion part: window filter, dedupe, sort.
+/// The DataFusion part: window filter, dedupe, sort. The SQL sees only the key columns and
+/// each row's index, so its repartitions and sorts move a few narrow columns; the rows
+/// themselves are copied once, in the order it returns.
 async fn dedupe(
     batches: Vec<RecordBatch>,
     tenant_id: i64,
@@ -290,37 +343,70 @@ async fn dedupe(
     if batches.is_empty() {
         return Ok(Vec::new());
     }
+    let rows = concat_batches(&raw_event_schema(), &batches)?;
+    drop(batches);
+    let keys = key_columns(&rows)?;
     let ctx = SessionContext::new();
-    let table = MemTable::try_new(raw_event_schema(), vec![batches])?;
+    let table = MemTable::try_new(keys.schema(), vec![vec![keys]])?;
     ctx.register_table("raw", Arc::new(table))?;
     let window = format!(
         "tenant_id = {tenant_id} AND CAST(\"timestamp\" AS BIGINT) >= {from_us} \
          AND CAST(\"timestamp\" AS BIGINT) < {to_us}"
     );
-    let columns = raw_event_schema()
-        .fields()
-        .iter()
-        .map(|f| format!("\"{}\"", f.name()))
-        .collect::<Vec<_>>()
-        .join(", ");
     // Sort keys end in message_id so that equal timestamps keep one order on every run.
     let sql = format!(
-        "SELECT {columns} FROM (
-           SELECT *, row_number() OVER (
+        "SELECT idx FROM (
+           SELECT idx, site_id, visitor_id, \"timestamp\", message_id, row_number() OVER (
              PARTITION BY site_id, message_id
-             ORDER BY received_at, \"timestamp\", visitor_id) AS copy
+             ORDER BY received_at, \"timestamp\", visitor_id, idx) AS copy
            FROM raw WHERE {window})
          WHERE copy = 1
          ORDER BY site_id, visitor_id, \"timestamp\", message_id"
     );
-    let out = ctx.sql(&sql).await?.collect().await?;
-    // The input table is no longer needed; each output batch is freed once converted.
+    let order = ctx.sql(&sql).await?.collect().await?;
     drop(ctx);
-    let mut events = Vec::with_capacity(out.iter().map(RecordBatch::num_rows).sum());
-    for batch in out {
-        events.extend(events_of(&batch)?);
+    let mut indices = Vec::with_capacity(order.iter().map(RecordBatch::num_rows).sum());
+    for batch in &order {
+        let column = batch
+            .column(0)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| BatchError::Invalid("dedupe: row indices of a wrong type".into()))?;
+        indices.extend(column.values().iter().copied());
     }
-    Ok(events)
+    let unique = take_record_batch(&rows, &UInt32Array::from(indices))?;
+    drop(rows);
+    events_of(&unique)
+}
+
+/// The columns dedupe and sort look at, and each row's index in `rows` (`idx`); the key
+/// columns are shared with `rows`, not copied.
+fn key_columns(rows: &RecordBatch) -> Result<RecordBatch, BatchError> {
+    let count = u32::try_from(rows.num_rows())
+        .map_err(|_| BatchError::Invalid("a chunk of more than 2^32 rows".into()))?;
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for name in [
+        "tenant_id",
+        "site_id",
+        "message_id",
+        "visitor_id",
+        "timestamp",
+        "received_at",
+    ] {
+        let (i, field) = rows
+            .schema_ref()
+            .column_with_name(name)
+            .map(|(i, f)| (i, f.clone()))
+            .ok_or_else(|| BatchError::Invalid(format!("raw events: no column `{name}`")))?;
+        fields.push(field);
+        columns.push(rows.column(i).clone());
+    }
+    fields.push(Field::new("idx", DataType::UInt32, false));
+    columns.push(Arc::new(UInt32Array::from_iter_values(0..count)));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// The events of a raw-schema batch, in row order.
