@@ -79,7 +79,64 @@ def check(chart_dir: Path, values_name: str, values: dict, kube_version: str) ->
                 problems.append(f"{where}: {template}: {kind}/{name}: {problem}")
     if objects == 0:
         problems.append(f"{where}: rendered no objects")
+    problems.extend(f"{where}: {p}" for p in ledger_wiring(all_documents(manifests)))
     return objects, valid, problems
+
+
+def all_documents(manifests: dict[str, str]) -> list[dict]:
+    documents = []
+    for template, text in manifests.items():
+        if template.endswith("NOTES.txt"):
+            continue
+        try:
+            documents.extend(d for d in yaml.safe_load_all(text) if isinstance(d, dict))
+        except yaml.YAMLError:
+            pass  # reported by check()
+    return documents
+
+
+def pod_spec(document: dict) -> dict | None:
+    spec = document.get("spec") or {}
+    if document.get("kind") == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    return (spec.get("template") or {}).get("spec")
+
+
+def ledger_wiring(documents: list[dict]) -> list[str]:
+    """When etl-metrics is deployed, every batch-enricher and stream-processor container reports
+    to its Service: the run ledger is what the daily-run and freshness alerts read."""
+    services = {
+        (d["metadata"]["name"], port.get("port"))
+        for d in documents if d.get("kind") == "Service"
+        for port in (d.get("spec") or {}).get("ports") or []
+    }
+    ledger = {(name, port) for name, port in services if name.endswith("etl-metrics")}
+    problems = []
+    for document in documents:
+        spec = pod_spec(document)
+        if spec is None:
+            continue
+        for container in spec.get("containers") or []:
+            env = {e["name"]: e.get("value") for e in container.get("env") or []}
+            reporter = next((n for n in env if n.startswith(("SIGHTLINE__BATCH__",
+                                                             "SIGHTLINE__STREAM__"))), None)
+            if reporter is None:
+                continue
+            section = reporter.split("__")[1]
+            endpoint = env.get(f"SIGHTLINE__{section}__LEDGER_ENDPOINT")
+            kind, name = identify(document)
+            if not ledger:
+                continue
+            if not endpoint:
+                problems.append(f"{kind}/{name}: container {container['name']} does not report "
+                                "to etl-metrics (no LEDGER_ENDPOINT)")
+                continue
+            host_port = endpoint.removeprefix("http://").rstrip("/")
+            host, _, port = host_port.partition(":")
+            if (host, int(port or 0)) not in ledger:
+                problems.append(f"{kind}/{name}: LEDGER_ENDPOINT {endpoint} is not the "
+                                f"etl-metrics Service ({sorted(ledger)})")
+    return problems
 
 
 def identify(document: object) -> tuple[str, str]:

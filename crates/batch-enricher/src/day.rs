@@ -15,7 +15,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use arrow::{array::RecordBatch, compute::concat_batches};
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::StreamExt as _;
 use tracing::info;
 
@@ -228,7 +228,32 @@ async fn stage1(
     Ok(stage)
 }
 
+/// Reports `stage` of `day` as failed with `error` (a dry run reports nothing) and returns the
+/// error: a failed tenant-day shows in the ledger as the stage it stopped in, with the reason.
+async fn failed(
+    ctx: &Context,
+    run: Option<&Run>,
+    day: &TenantDay,
+    stage: &str,
+    started_at: DateTime<Utc>,
+    error: BatchError,
+) -> BatchError {
+    if let Some(run) = run {
+        ctx.ledger
+            .report_stage(StageReport::failed(
+                run,
+                format!("{stage}/{}", day.day),
+                Some(day.tenant_id),
+                started_at,
+                &error,
+            ))
+            .await;
+    }
+    error
+}
+
 /// Runs both stages of `day` for `run` (`None`: a dry run, which writes nothing).
+/// A stage that fails is reported to the ledger as failed, with its error.
 pub async fn process(
     ctx: &Arc<Context>,
     run: Option<&Run>,
@@ -236,19 +261,25 @@ pub async fn process(
 ) -> Result<DayOutcome, BatchError> {
     let (tenant_id, date) = (day.tenant_id, day.day);
     let started_at = Utc::now();
-    let manifests = publish::manifests(ctx.store.pool(), tenant_id, date).await?;
-    if run.is_some() {
-        // Objects a killed run left behind (its revision was never committed).
-        for dataset in DATASETS {
-            let keep = manifests
-                .get(dataset)
-                .map(|m| m.keys.as_slice())
-                .unwrap_or(&[]);
-            publish::sweep(&*ctx.lake, dataset, tenant_id, date, keep).await?;
+    let trusted = async {
+        let manifests = publish::manifests(ctx.store.pool(), tenant_id, date).await?;
+        if run.is_some() {
+            // Objects a killed run left behind (its revision was never committed).
+            for dataset in DATASETS {
+                let keep = manifests
+                    .get(dataset)
+                    .map(|m| m.keys.as_slice())
+                    .unwrap_or(&[]);
+                publish::sweep(&*ctx.lake, dataset, tenant_id, date, keep).await?;
+            }
         }
-    }
-    let revision = manifests.values().map(|m| m.revision).max().unwrap_or(0) + 1;
-    let stage = stage1(ctx, day, run.map(|_| revision)).await?;
+        let revision = manifests.values().map(|m| m.revision).max().unwrap_or(0) + 1;
+        Ok::<_, BatchError>((revision, stage1(ctx, day, run.map(|_| revision)).await?))
+    };
+    let (revision, stage) = match trusted.await {
+        Ok(done) => done,
+        Err(e) => return Err(failed(ctx, run, day, "trusted", started_at, e).await),
+    };
     let mut figures = DayFigures {
         revision,
         rows_read: stage.rows_read,
@@ -302,17 +333,24 @@ pub async fn process(
     ctx.checkpoint(Checkpoint::TrustedWritten, tenant_id, date)
         .await;
 
-    let mut tx = ctx.store.pool().begin().await?;
-    let mut rows_written = 0;
-    for site in &stage.sites {
-        rollup::close_site_day(&mut tx, site).await?;
-        rows_written += site.rows.len() as u64;
-    }
-    for (dataset, manifest) in &new_manifests {
-        publish::commit_manifest(&mut tx, dataset, tenant_id, date, manifest).await?;
-    }
-    runs::mark_done(&mut tx, run.run_id, tenant_id, date, figures).await?;
-    tx.commit().await?;
+    let close = async {
+        let mut tx = ctx.store.pool().begin().await?;
+        let mut rows_written = 0;
+        for site in &stage.sites {
+            rollup::close_site_day(&mut tx, site).await?;
+            rows_written += site.rows.len() as u64;
+        }
+        for (dataset, manifest) in &new_manifests {
+            publish::commit_manifest(&mut tx, dataset, tenant_id, date, manifest).await?;
+        }
+        runs::mark_done(&mut tx, run.run_id, tenant_id, date, figures).await?;
+        tx.commit().await?;
+        Ok::<_, BatchError>(rows_written)
+    };
+    let rows_written = match close.await {
+        Ok(rows) => rows,
+        Err(e) => return Err(failed(ctx, Some(run), day, "rollups", trusted_at, e).await),
+    };
     ctx.ledger
         .report_stage(StageReport {
             run_id: run.run_id,

@@ -1,14 +1,17 @@
 //! Where runs and stages are reported: the etl-metrics run ledger.
 //!
-//! The jobs talk to a [`Ledger`]; reporting never fails a job (the real client keeps what it
-//! cannot deliver in a durable outbox and sends it when etl-metrics is back). Until that client
-//! (`sightline-ledger`) is wired, [`LogLedger`] writes each record to the log; the run tables
-//! (`batch_runs`, `batch_run_days`) hold the same facts durably.
+//! The jobs talk to a [`Ledger`]; reporting never fails a job. [`GrpcLedger`] (used when
+//! `batch.ledger_endpoint` is set) keeps what it cannot deliver in `sightline-ledger`'s durable
+//! outbox and sends it when etl-metrics is back; without an endpoint, [`LogLedger`] writes each
+//! record to the log. The run tables (`batch_runs`, `batch_run_days`) hold the same facts
+//! durably either way.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use uuid::Uuid;
+
+use crate::runs::Run;
 
 /// The pipeline name every record carries.
 pub const PIPELINE: &str = "batch-enricher";
@@ -78,6 +81,34 @@ pub struct StageReport {
     pub status: Status,
     /// Why it failed.
     pub error: Option<String>,
+}
+
+impl StageReport {
+    /// `stage` of `run`, started at `started_at`, stopped now by `error`: nothing is counted
+    /// (the stage's work is undone or will be redone).
+    pub fn failed(
+        run: &Run,
+        stage: String,
+        tenant_id: Option<i64>,
+        started_at: DateTime<Utc>,
+        error: &impl std::fmt::Display,
+    ) -> Self {
+        Self {
+            run_id: run.run_id,
+            stage,
+            attempt: run.attempt,
+            tenant_id,
+            rows_read: 0,
+            rows_written: 0,
+            rows_rejected: 0,
+            bytes_read: 0,
+            bytes_written: 0,
+            started_at,
+            finished_at: Utc::now(),
+            status: Status::Failed,
+            error: Some(error.to_string()),
+        }
+    }
 }
 
 /// The run ledger as the jobs see it. Reporting is infallible: an implementation that cannot

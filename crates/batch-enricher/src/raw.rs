@@ -33,7 +33,11 @@ use chrono::{DateTime, NaiveDate};
 use datafusion::{datasource::MemTable, prelude::SessionContext};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sightline_lake::{ObjectStore, layout::raw_day_prefix, schema::raw_event_schema};
+use sightline_lake::{
+    ObjectStore,
+    layout::{RawPartition, raw_day_prefix},
+    schema::raw_event_schema,
+};
 use sightline_proto::events::v1::Event;
 
 use crate::BatchError;
@@ -86,6 +90,20 @@ pub fn utc_dates(from_us: i64, to_us: i64) -> Vec<NaiveDate> {
             Some(next) => d = next,
             None => break,
         }
+    }
+    out
+}
+
+/// The raw partitions (UTC hours) of `tenant_id` that overlap `[from_us, to_us)`.
+pub fn window_hours(tenant_id: i64, from_us: i64, to_us: i64) -> Vec<RawPartition> {
+    const HOUR_US: i64 = 3_600_000_000;
+    let mut out = Vec::new();
+    let mut t = from_us - from_us.rem_euclid(HOUR_US);
+    while t < to_us {
+        if let Ok(partition) = RawPartition::of_event(tenant_id, t) {
+            out.push(partition);
+        }
+        t += HOUR_US;
     }
     out
 }
@@ -171,13 +189,19 @@ pub async fn spill_window(
     from_us: i64,
     to_us: i64,
 ) -> Result<Spill, BatchError> {
+    // Objects hold the events of one UTC hour: only the window's hours are read, not every
+    // hour of the dates it touches.
+    let hours: Vec<String> = window_hours(tenant_id, from_us, to_us)
+        .iter()
+        .map(RawPartition::prefix)
+        .collect();
     let mut keys = Vec::new();
     for date in utc_dates(from_us, to_us) {
         keys.extend(
             lake.list(&raw_day_prefix(tenant_id, date))
                 .await?
                 .into_iter()
-                .filter(|k| k.ends_with(".parquet")),
+                .filter(|k| k.ends_with(".parquet") && hours.iter().any(|h| k.starts_with(h))),
         );
     }
     let dir = tempfile::Builder::new()
@@ -430,6 +454,23 @@ mod tests {
             utc_dates(1_741_564_800_000_000, 1_741_651_200_000_000).len(),
             1
         );
+    }
+
+    #[test]
+    fn a_window_reads_only_the_hours_it_touches() {
+        // 2025-03-09T18:30Z to 2025-03-10T19:30Z: 26 hours, the first and last in part.
+        let hours = window_hours(7, 1_741_545_000_000_000, 1_741_635_000_000_000);
+        assert_eq!(hours.len(), 26);
+        assert_eq!(
+            hours[0].prefix(),
+            "raw/events/tenant=7/date=2025-03-09/hour=18/"
+        );
+        assert_eq!(
+            hours[25].prefix(),
+            "raw/events/tenant=7/date=2025-03-10/hour=19/"
+        );
+        // An end exactly on the hour does not read the next hour.
+        assert_eq!(window_hours(7, 0, 3_600_000_000).len(), 1);
     }
 
     #[tokio::test]

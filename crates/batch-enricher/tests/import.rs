@@ -121,6 +121,13 @@ async fn files_import_into_raw_with_bad_rows_kept_and_close_like_any_day() {
         ..job()
     };
     assert_eq!(import::import(&ctx, reference).await.unwrap().rows, 2);
+    let stage = ledger.stages.lock().last().cloned().unwrap();
+    assert_eq!(stage.stage, "reference/merchants");
+    assert_eq!(
+        (stage.rows_read, stage.rows_written, stage.rows_rejected),
+        (2, 2, 0)
+    );
+    assert!(stage.bytes_read > 0 && stage.bytes_written > 0);
     let rows = world
         .duck(
             "reference/",

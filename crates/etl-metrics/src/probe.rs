@@ -79,11 +79,14 @@ impl Snapshot {
     /// The speed layer's watermark: every event received before it is in the rollups.
     ///
     /// It is the oldest partition watermark (`received_until` of the partition's last flush;
-    /// tenants share partitions, so one tenant's events may sit in any of them), except that a
-    /// partition whose queue has no ready message is caught up and counts as `now`: without
-    /// that, a quiet partition would look stale. A partition that holds messages and never
-    /// flushed counts from the Unix epoch. Without depths (broker unreachable) only the stored
-    /// watermarks count. `None` when nothing is known.
+    /// tenants share partitions, so one tenant's events may sit in any of them). A drained
+    /// partition is not taken as caught up from its queue alone: a consumer that holds its
+    /// prefetched messages unacknowledged (stuck on a flush, or gone) leaves the queue's ready
+    /// count at 0. The stream processor moves a drained partition's watermark to the present
+    /// itself, every few seconds, so a quiet partition stays fresh only while its consumer is
+    /// alive. A partition with no watermark counts from the Unix epoch while messages wait in
+    /// its queue, and is left out while none do (it never had traffic). Without depths (broker
+    /// unreachable) only the stored watermarks count. `None` when nothing is known.
     pub fn speed_watermark(&self) -> Option<DateTime<Utc>> {
         (0..self.partitions)
             .filter_map(|p| {
@@ -91,11 +94,10 @@ impl Snapshot {
                     .depths
                     .as_ref()
                     .and_then(|d| d.of(&self.freshness_group, p));
-                match (depth, self.received_until.get(&p)) {
-                    (Some(0), _) => Some(self.now),
-                    (_, Some(t)) => Some(*t),
-                    (Some(_), None) => Some(DateTime::UNIX_EPOCH),
-                    (None, None) => None,
+                match (self.received_until.get(&p), depth) {
+                    (Some(t), _) => Some(*t),
+                    (None, Some(0) | None) => None,
+                    (None, Some(_)) => Some(DateTime::UNIX_EPOCH),
                 }
             })
             .min()
@@ -352,18 +354,26 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_busy_partition_sets_the_lag_and_idle_ones_are_caught_up() {
-        // p0 is 7200 s behind with messages waiting, p1 10000 s but idle, p2 100 s, busy.
+    fn the_oldest_partition_watermark_sets_the_lag_whatever_its_queue_holds() {
+        // p0 is 7200 s behind with messages waiting, p1 10000 s with none ready (its consumer
+        // holds them, or is gone: a live one would have moved its watermark), p2 100 s.
         let s = snapshot(Some(vec![5, 0, 3]), &[(0, 7200), (1, 10_000), (2, 100)]);
-        assert_eq!(s.freshness_lag_secs(), Some(7200.0));
-        // Without depths every stored watermark counts.
+        assert_eq!(s.freshness_lag_secs(), Some(10_000.0));
+        // Without depths the same.
         let s = snapshot(None, &[(0, 7200), (1, 10_000), (2, 100)]);
         assert_eq!(s.freshness_lag_secs(), Some(10_000.0));
-        // Everything idle: caught up.
-        let s = snapshot(Some(vec![0, 0, 0]), &[(0, 7200)]);
-        assert_eq!(s.freshness_lag_secs(), Some(0.0));
+        // Partitions that never had traffic are left out...
+        let s = snapshot(Some(vec![0, 0, 0]), &[(0, 5)]);
+        assert_eq!(s.freshness_lag_secs(), Some(5.0));
+        // ...unless messages wait in them: then nothing they hold is counted yet.
+        let s = snapshot(Some(vec![0, 2, 0]), &[(0, 5)]);
+        assert_eq!(s.freshness_lag_secs(), Some(1_800_000_000.0));
         // Nothing known at all.
         assert_eq!(snapshot(None, &[]).freshness_lag_secs(), None);
+        assert_eq!(
+            snapshot(Some(vec![0, 0, 0]), &[]).freshness_lag_secs(),
+            None
+        );
     }
 
     #[test]

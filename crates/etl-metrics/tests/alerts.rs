@@ -135,6 +135,13 @@ async fn each_alert_fires_and_resolves_exactly_once_across_a_restart() {
         "batch-enricher"
     );
     assert_eq!(rejected["alerts"][0]["annotations"]["value"], "0.5");
+    let ratio = service
+        .metric(
+            "sightline_etl_rejected_ratio",
+            "pipeline=\"batch-enricher\"",
+        )
+        .await;
+    assert_eq!(ratio, Some(0.5));
 
     // A restart does not page again. The receiver counts a post before the service hears its
     // 200: stop only once the service has recorded all four as delivered, as a post cut off
@@ -162,6 +169,11 @@ async fn each_alert_fires_and_resolves_exactly_once_across_a_restart() {
     let mut client = service.client().await;
     batch_run(&mut client, "daily", 100_000, 0, pb::Status::Succeeded).await;
     world.purge(&t.partition_queue("rollup", 0)).await;
+    // The speed layer caught up: what its flush (or a drained consumer's heartbeat) writes.
+    sqlx::query("UPDATE rollup_watermarks SET received_until = now()")
+        .execute(&world.pool)
+        .await
+        .unwrap();
     world.purge(&t.dead_letter_queue()).await;
 
     support::wait_for("four resolved posts", || async {

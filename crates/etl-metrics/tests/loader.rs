@@ -233,3 +233,156 @@ async fn the_service_loads_on_its_interval() {
     service.stop().await;
     world.cleanup().await;
 }
+
+/// The SQL block under the docs' heading that starts with `heading`.
+fn documented_query(heading: &str) -> String {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/etl-metrics.md"
+    ))
+    .unwrap();
+    let section = docs
+        .split("\n### ")
+        .find(|s| s.starts_with(heading))
+        .unwrap_or_else(|| panic!("docs/etl-metrics.md has no section `{heading}`"));
+    let sql = section.split("```sql\n").nth(1).unwrap();
+    sql[..sql.find("```").unwrap()].to_string()
+}
+
+/// Rows of `sql` as JSON objects.
+async fn rows(world: &World, sql: &str) -> Vec<Value> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT coalesce(jsonb_agg(to_jsonb(q)), '[]') FROM ({}) q",
+        sql.trim().trim_end_matches(';')
+    )))
+    .fetch_one(&world.pool)
+    .await
+    .map(|v: Value| v.as_array().unwrap().clone())
+    .unwrap()
+}
+
+/// The dashboard questions of docs/etl-metrics.md, run as written on a loaded star schema, give
+/// what the ledger holds: durations, rejected rows per tenant, the slowest stages. (Reports
+/// start two minutes ago and "this month" and "this week" are the database's: a run in the two
+/// minutes after midnight UTC on the first of a month, or of an ISO week, would cross them.)
+#[tokio::test]
+async fn the_documented_dashboard_queries_answer_from_the_star_schema() {
+    let world = World::new("etl_docs").await;
+    let tenant: i64 =
+        sqlx::query_scalar("INSERT INTO tenants (slug, name) VALUES ('acme', 'Acme') RETURNING id")
+            .fetch_one(&world.pool)
+            .await
+            .unwrap();
+    let service = Service::start(world.env()).await;
+    let mut client = service.client().await;
+    // Two runs: trusted stages of 20 s and 40 s, rollups of 5 s, one failed import of 90 s.
+    let start = Utc::now().timestamp_micros() - 120_000_000;
+    let stage = |run_id: &str, stage: &str, seconds: i64, read: i64, rejected: i64, ok: bool| {
+        pb::ReportStageRequest {
+            report: Some(pb::StageReport {
+                run_id: run_id.into(),
+                stage: stage.into(),
+                attempt: 1,
+                tenant_id: Some(tenant),
+                rows_read: read,
+                rows_written: read - rejected,
+                rows_rejected: rejected,
+                bytes_read: 0,
+                bytes_written: 0,
+                started_at_us: start,
+                finished_at_us: start + seconds * 1_000_000,
+                status: if ok {
+                    pb::Status::Succeeded
+                } else {
+                    pb::Status::Failed
+                }
+                .into(),
+                error: if ok { String::new() } else { "boom".into() },
+            }),
+        }
+    };
+    for (job, stages) in [
+        (
+            "daily",
+            vec![
+                ("trusted/2025-03-10", 20, 1000, 10, true),
+                ("rollups/2025-03-10", 5, 990, 0, true),
+            ],
+        ),
+        (
+            "reprocess",
+            vec![
+                ("trusted/2025-03-09", 40, 500, 30, true),
+                ("rollups/2025-03-09", 5, 470, 0, true),
+            ],
+        ),
+        ("import", vec![("import/a.csv", 90, 100, 0, false)]),
+    ] {
+        let run_id = Uuid::new_v4().to_string();
+        client
+            .start_run(pb::StartRunRequest {
+                run_id: run_id.clone(),
+                pipeline: "batch-enricher".into(),
+                job: job.into(),
+                version: "1.2.0".into(),
+                tenant_id: Some(tenant),
+                params_json: "{}".into(),
+                started_at_us: start,
+            })
+            .await
+            .unwrap();
+        for (name, seconds, read, rejected, ok) in stages {
+            client
+                .report_stage(stage(&run_id, name, seconds, read, rejected, ok))
+                .await
+                .unwrap();
+        }
+    }
+    load_until(&world, 5, 0).await;
+
+    let trend = rows(&world, &documented_query("Runtime trend per stage")).await;
+    let trend: Vec<(String, i64, f64, f64)> = trend
+        .iter()
+        .map(|r| {
+            (
+                r["stage"].as_str().unwrap().to_owned(),
+                r["runs"].as_i64().unwrap(),
+                r["p50_s"].as_f64().unwrap(),
+                r["total_s"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    // Succeeded stages only: the failed import is not in the trend.
+    assert_eq!(
+        trend,
+        [
+            ("rollups".to_string(), 2, 5.0, 10.0),
+            ("trusted".to_string(), 2, 30.0, 60.0)
+        ]
+    );
+
+    let rejected = rows(&world, &documented_query("Rows rejected per tenant")).await;
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["tenant"], "acme");
+    assert_eq!(rejected[0]["rows_read"].as_f64(), Some(3060.0));
+    assert_eq!(rejected[0]["rows_rejected"].as_f64(), Some(40.0));
+
+    let slowest = rows(&world, &documented_query("Slowest stages this week")).await;
+    let order: Vec<(&str, &str)> = slowest
+        .iter()
+        .map(|r| (r["stage"].as_str().unwrap(), r["job"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        order[..3],
+        [
+            ("import", "import"),
+            ("trusted", "reprocess"),
+            ("trusted", "daily")
+        ]
+    );
+    assert_eq!(slowest[0]["max_s"].as_f64(), Some(90.0));
+    assert_eq!(slowest[0]["version"], "1.2.0");
+
+    service.stop().await;
+    world.cleanup().await;
+}

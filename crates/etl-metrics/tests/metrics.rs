@@ -17,7 +17,8 @@ async fn queue_depths_and_freshness_lag_are_what_the_test_arranged() {
     let world = World::new("etl_gauges").await;
     let t = &world.topology;
     // Partition 0: 7 events waiting, last flush received events up to 2 hours ago.
-    // Partition 1: nothing waiting (caught up), although its last flush is 5 hours old.
+    // Partition 1: nothing ready, but its watermark is 5 hours old: its consumer holds what it
+    // took without flushing it, or is gone (a live, drained one moves its watermark).
     world.publish(&t.partition_queue("rollup", 0), 7).await;
     world.publish(&t.dead_letter_queue(), 3).await;
     let tenants: Vec<i64> = sqlx::query_scalar(
@@ -81,27 +82,49 @@ async fn queue_depths_and_freshness_lag_are_what_the_test_arranged() {
     );
     assert_eq!(value("sightline_etl_broker_up", ""), Some(1.0));
 
-    // The lag is partition 0's two hours plus the time between arranging and measuring; the
-    // idle partition does not count, and only tenants with sites have a series.
+    // The lag is partition 1's five hours plus the time between arranging and measuring, and
+    // only tenants with sites have a series.
     let slack = (read_at - arranged_at).as_seconds_f64();
     let lag = "sightline_etl_freshness_lag_seconds";
     for tenant in &tenants[..2] {
         let v =
             value(lag, &format!("tenant_id=\"{tenant}\"")).expect("a series per tenant with sites");
         assert!(
-            (7200.0..=7200.0 + slack).contains(&v),
+            (18_000.0..=18_000.0 + slack).contains(&v),
             "lag {v} (slack {slack})"
         );
     }
     assert_eq!(value(lag, &format!("tenant_id=\"{}\"", tenants[2])), None);
 
-    // Draining partition 0 leaves the lag at zero: the speed layer has nothing left to do.
+    // The consumers catch up: partition 0 drained, both watermarks moved to the present (as a
+    // flush, or a drained consumer's heartbeat, does). The lag falls to what has passed since.
     world.purge(&t.partition_queue("rollup", 0)).await;
+    let caught_up = db_now(&world).await;
+    sqlx::query("UPDATE rollup_watermarks SET received_until = $1")
+        .bind(caught_up)
+        .execute(&world.pool)
+        .await
+        .unwrap();
     service.wait_evaluations(2).await;
     let v = service
         .metric(lag, &format!("tenant_id=\"{}\"", tenants[0]))
-        .await;
-    assert_eq!(v, Some(0.0));
+        .await
+        .unwrap();
+    let since = (db_now(&world).await - caught_up).as_seconds_f64();
+    assert!((0.0..=since + 1.0).contains(&v), "lag {v} (since {since})");
+
+    // No daily run ever: its age counts from the ledger's installation.
+    let installed: DateTime<Utc> =
+        sqlx::query_scalar("SELECT created_at FROM pipeline_ledger_epoch")
+            .fetch_one(&world.pool)
+            .await
+            .unwrap();
+    let age = service
+        .metric("sightline_etl_daily_run_age_seconds", "")
+        .await
+        .expect("the daily run's age");
+    let upper = (db_now(&world).await - installed).as_seconds_f64();
+    assert!(age > 0.0 && age <= upper, "age {age} (at most {upper})");
 
     service.stop().await;
     world.cleanup().await;

@@ -230,8 +230,9 @@ impl<S: Sink> PartitionConsumer<S> {
             payload: &delivery.payload,
         };
         match self.sink.accept(incoming) {
-            Ok(()) => {
+            Ok(events) => {
                 self.metrics.messages.get_or_create(&self.labels()).inc();
+                self.metrics.windows.taken(&self.settings.queue, events);
                 if self.flush_due.is_none() {
                     self.flush_due =
                         Some(tokio::time::Instant::now() + self.settings.flush_interval);
@@ -288,7 +289,7 @@ impl<S: Sink> PartitionConsumer<S> {
             let started = Instant::now();
             let events = self.sink.buffered_events();
             match self.sink.flush().await {
-                Ok(()) => {
+                Ok(written) => {
                     let labels = self.labels();
                     self.metrics
                         .flush_seconds
@@ -299,7 +300,7 @@ impl<S: Sink> PartitionConsumer<S> {
                         .events_flushed
                         .get_or_create(&labels)
                         .inc_by(events as u64);
-                    self.metrics.windows.flushed(&self.settings.queue, events);
+                    self.metrics.windows.flushed(&self.settings.queue, written);
                     if failures > 0 {
                         info!(failures, "flush succeeded again");
                         self.health.ready();

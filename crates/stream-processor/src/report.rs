@@ -1,7 +1,12 @@
 //! Window reports to the etl-metrics run ledger: every `stream.report_interval_ms`, one report
-//! per partition queue that had work in the window (events made durable, messages
-//! dead-lettered), with the partition's lag, through the ledger client's durable outbox
-//! (`sightline-ledger`). Off while `stream.ledger_endpoint` is empty.
+//! per partition queue of the groups this process runs (events taken from the broker, events
+//! made durable, messages dead-lettered), with the partition's lag, through the ledger client's
+//! durable outbox (`sightline-ledger`). Off while `stream.ledger_endpoint` is empty.
+//!
+//! A partition reports every window, idle or not: a window with nothing taken and a growing
+//! lag is how a stalled consumer shows. Events taken but neither made durable nor rejected
+//! were redeliveries of work already done, or (rollup group) late events left to the batch
+//! layer.
 //!
 //! Windows are this process's own: the first starts when the process does, each next one where
 //! the last ended. So two replicas that both consumed a partition during a failover report two
@@ -31,7 +36,9 @@ pub const PIPELINE: &str = "stream";
 /// What one partition queue did since the last report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WindowCounts {
-    /// Events made durable (rolled up or archived).
+    /// Events taken from the broker (accepted into a buffer; a redelivery counts again).
+    pub events_in: u64,
+    /// Events made durable (rolled up or archived) for the first time.
     pub events_out: u64,
     /// Messages dead-lettered (undecodable: their events cannot be counted, so each is one).
     pub rejected: u64,
@@ -44,6 +51,11 @@ pub struct WindowCounters {
 }
 
 impl WindowCounters {
+    /// `events` of `queue` were taken from the broker.
+    pub fn taken(&self, queue: &str, events: usize) {
+        self.add(queue, |c| c.events_in += events as u64);
+    }
+
     /// `events` of `queue` were made durable.
     pub fn flushed(&self, queue: &str, events: usize) {
         self.add(queue, |c| c.events_out += events as u64);
@@ -123,16 +135,16 @@ impl Reporter {
     }
 
     async fn report(&self, start: DateTime<Utc>, end: DateTime<Utc>) {
-        let counts = self.counters.take();
-        let rollup_watermarks = if counts.is_empty() {
-            HashMap::new()
-        } else {
+        // The invalid queue's counts are not a partition's: its events were refused by ingest
+        // and are counted there.
+        let mut counts = self.counters.take();
+        let rollup_watermarks = if self.queues.values().any(|(group, _)| group == ROLLUP) {
             self.rollup_watermarks().await
+        } else {
+            HashMap::new()
         };
-        for (queue, c) in counts {
-            let Some((group, partition)) = self.queues.get(&queue) else {
-                continue; // the invalid queue: not a partition
-            };
+        for (queue, (group, partition)) in &self.queues {
+            let c = counts.remove(queue).unwrap_or_default();
             let received_until = match group.as_str() {
                 ROLLUP => rollup_watermarks.get(partition).copied(),
                 ARCHIVE => {
@@ -141,7 +153,10 @@ impl Reporter {
                         .watermark_seconds
                         .get_or_create(&GroupLabels { group: ARCHIVE })
                         .get();
-                    DateTime::from_timestamp(seconds, 0)
+                    // 0: nothing archived yet by this process, so no lag to tell.
+                    (seconds > 0)
+                        .then(|| DateTime::from_timestamp(seconds, 0))
+                        .flatten()
                 }
                 _ => None,
             };
@@ -155,13 +170,13 @@ impl Reporter {
                 window_start: start,
                 window_end: end,
                 version: env!("CARGO_PKG_VERSION").to_string(),
-                events_in: i64::try_from(c.events_out + c.rejected).unwrap_or(i64::MAX),
+                events_in: i64::try_from(c.events_in + c.rejected).unwrap_or(i64::MAX),
                 events_out: i64::try_from(c.events_out).unwrap_or(i64::MAX),
                 events_rejected: i64::try_from(c.rejected).unwrap_or(i64::MAX),
                 lag_ms,
             };
             if let Err(error) = self.client.report_stream_window(window).await {
-                warn!(%error, %queue, "cannot record a stream window report");
+                warn!(%error, queue = %queue, "cannot record a stream window report");
             }
         }
     }
@@ -186,6 +201,7 @@ mod tests {
     #[test]
     fn counters_add_per_queue_and_start_over_when_taken() {
         let c = WindowCounters::default();
+        c.taken("ns.rollup.p0", 16);
         c.flushed("ns.rollup.p0", 10);
         c.flushed("ns.rollup.p0", 5);
         c.dead_lettered("ns.rollup.p1");
@@ -193,6 +209,7 @@ mod tests {
         assert_eq!(
             taken["ns.rollup.p0"],
             WindowCounts {
+                events_in: 16,
                 events_out: 15,
                 rejected: 0
             }

@@ -65,9 +65,9 @@ impl From<sightline_lake::LakeError> for SinkError {
 /// A consumer group's processing of one queue.
 #[async_trait::async_trait]
 pub trait Sink: Send + 'static {
-    /// Decodes and buffers one message. On `Err` nothing is buffered and the consumer
-    /// dead-letters the message once its delivery limit is reached.
-    fn accept(&mut self, message: Incoming<'_>) -> Result<(), Undecodable>;
+    /// Decodes and buffers one message; returns the events it holds. On `Err` nothing is
+    /// buffered and the consumer dead-letters the message once its delivery limit is reached.
+    fn accept(&mut self, message: Incoming<'_>) -> Result<usize, Undecodable>;
 
     /// Events buffered since the last flush.
     fn buffered_events(&self) -> usize;
@@ -79,7 +79,11 @@ pub trait Sink: Send + 'static {
     /// acknowledges those messages; on `Err` it keeps them, and calls `flush` again after a
     /// backoff, so the sink must keep its buffer (and any state derived from it) as it was
     /// before the failed attempt.
-    async fn flush(&mut self) -> Result<(), SinkError>;
+    ///
+    /// Returns the events this flush wrote: not those an earlier flush had already made durable
+    /// (redelivered batches, repeated events), nor those the group leaves to others (the rollup
+    /// group's late events, left to the batch layer).
+    async fn flush(&mut self) -> Result<usize, SinkError>;
 
     /// Forgets the buffer: the broker connection holding its messages was lost, so they come
     /// again. State already made durable stays.

@@ -1,10 +1,12 @@
 //! Window reports reach the etl-metrics run ledger (the real service, in this process, on the
-//! same database): the archive group's windows add up to the events it archived, per partition.
+//! same database): the archive group's windows add up, per partition, to the events it took,
+//! archived and rejected, and carry its lag.
 
 mod support;
 
 use std::{collections::HashMap, net::TcpListener, time::Duration};
 
+use sightline_broker::Route;
 use sightline_kit::Shutdown;
 use sightline_proto::events::v1::{Event, EventBatch, EventType};
 use support::World;
@@ -64,14 +66,13 @@ async fn window_reports_reach_the_ledger_and_add_up_to_the_work_done() {
         etl_shutdown.clone(),
     ));
 
+    let started = chrono::Utc::now();
     let running = world.start(Default::default()).await;
     world.publish(&batch("b-p0", 0, 5)).await;
     world.publish(&batch("b-p1", 1, 7)).await;
-
     let pool = world.store.pool().clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let per_partition = loop {
-        let rows: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
+    let sums = || async {
+        sqlx::query_as::<_, (i32, i64, i64, i64)>(
             "SELECT partition, sum(events_in)::bigint, sum(events_out)::bigint, \
                     sum(events_rejected)::bigint \
                FROM pipeline_stream_windows \
@@ -80,17 +81,61 @@ async fn window_reports_reach_the_ledger_and_add_up_to_the_work_done() {
         )
         .fetch_all(&pool)
         .await
-        .unwrap();
-        if rows.iter().map(|r| r.2).sum::<i64>() >= 12 {
-            break rows;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "windows so far: {rows:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        .unwrap()
     };
-    assert_eq!(per_partition, vec![(0, 5, 5, 0), (1, 7, 7, 0)]);
+    let wait_for = |want: Vec<(i32, i64, i64, i64)>| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let rows = sums().await;
+            if rows == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "windows so far: {rows:?}, waiting for {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    wait_for(vec![(0, 5, 5, 0), (1, 7, 7, 0)]).await;
+
+    // The same batch again (a redelivery after the ack was lost) is taken but not archived a
+    // second time; a message that is not a batch is taken and, at its delivery limit,
+    // dead-lettered: rejected.
+    world.publish(&batch("b-p0", 0, 5)).await;
+    world
+        .publish_message(
+            Route::Partition(1),
+            "garbage",
+            "sightline.events.v1.EventBatch",
+            b"not protobuf".to_vec(),
+        )
+        .await;
+    wait_for(vec![(0, 10, 5, 0), (1, 8, 7, 1)]).await;
+
+    // Every partition reports every window, idle or not, with its lag: none before anything
+    // was archived, then the time since the newest receipt archived (T0).
+    let windows: Vec<(i32, i64, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT partition, events_out, lag_ms, window_end FROM pipeline_stream_windows \
+          WHERE consumer_group = 'archive' ORDER BY window_end",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let idle = windows.iter().filter(|w| w.1 == 0).count();
+    assert!(idle >= 2, "idle windows are reported too: {windows:?}");
+    let since_t0 = |t: chrono::DateTime<chrono::Utc>| (t.timestamp_micros() - T0) / 1000;
+    let lag_ok = |lag_ms: i64, end| lag_ms >= since_t0(started) - 1_000 && lag_ms <= since_t0(end);
+    for (partition, _, lag_ms, end) in &windows {
+        assert!(
+            *lag_ms == 0 || lag_ok(*lag_ms, *end),
+            "partition {partition}: lag {lag_ms} ms at {end}"
+        );
+    }
+    for partition in [0, 1] {
+        let last = windows.iter().rev().find(|w| w.0 == partition).unwrap();
+        assert!(lag_ok(last.2, last.3), "partition {partition}: {last:?}");
+    }
     let version: String =
         sqlx::query_scalar("SELECT DISTINCT version FROM pipeline_stream_windows")
             .fetch_one(&pool)

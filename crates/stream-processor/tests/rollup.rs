@@ -731,3 +731,64 @@ async fn an_idle_partition_moves_its_watermark_to_the_present() {
     running.stop().await;
     world.finish().await;
 }
+
+/// A flush tells how many events it rolled up: not the late ones it leaves to the batch layer,
+/// not an event repeated inside the stream, not a batch counted before.
+#[tokio::test]
+async fn a_flush_counts_only_the_events_it_rolls_up() {
+    use stream_processor::{
+        config::RollupConfig,
+        metrics::StreamMetrics,
+        rollup::RollupSink,
+        sink::{Incoming, Sink},
+    };
+    let world = World::new().await;
+    let now = chrono::Utc::now().timestamp_micros();
+    let event = |id: &str, at_us: i64| Event {
+        message_id: id.into(),
+        tenant_id: world.tenant_id,
+        site_id: world.site_id,
+        r#type: EventType::Page.into(),
+        visitor_id: "counted-visitor".into(),
+        timestamp_us: at_us,
+        received_at_us: now,
+        user_agent: CHROME.into(),
+        page_url: "https://shop.example.com/".into(),
+        ..Event::default()
+    };
+    let batch = EventBatch {
+        batch_id: uuid::Uuid::now_v7().to_string(),
+        partition: 0,
+        created_at_us: now,
+        events: vec![
+            event("too-old", now - 2 * 86_400_000_000),
+            event("counted", now - 1_000_000),
+            event("counted", now - 1_000_000),
+        ],
+    };
+    let mut sink = RollupSink::new(
+        0,
+        world.pool.clone(),
+        std::sync::Arc::new(sightline_event::Enricher::new().unwrap()),
+        RollupConfig {
+            flush_interval_ms: 200,
+            max_buffered_events: 100_000,
+            late_event_max_age_secs: 86_400,
+            batch_id_retention_hours: 168,
+            visitor_snapshot_flushes: 60,
+        },
+        StreamMetrics::register(&sightline_kit::telemetry::Metrics::new()),
+    );
+    let payload = batch.encode_to_vec();
+    let message = Incoming {
+        message_id: Some(&batch.batch_id),
+        kind: Some("sightline.events.v1.EventBatch"),
+        redelivered: false,
+        payload: &payload,
+    };
+    assert_eq!(sink.accept(message).unwrap(), 3, "events taken");
+    assert_eq!(sink.flush().await.unwrap(), 1, "events rolled up");
+    assert_eq!(sink.accept(message).unwrap(), 3);
+    assert_eq!(sink.flush().await.unwrap(), 0, "a batch counted before");
+    world.finish().await;
+}

@@ -109,7 +109,7 @@ pub async fn import(ctx: &Arc<Context>, job: ImportJob) -> Result<ImportSummary,
         })
         .await;
     let result = match &job.dataset {
-        Some(name) => import_reference(ctx, tenant.id, name, &job.source, &files).await,
+        Some(name) => import_reference(ctx, &run, tenant.id, name, &job.source, &files).await,
         None => import_events(ctx, &run, tenant.id, job.site, &job.source, &files).await,
     };
     let error = result.as_ref().err().map(ToString::to_string);
@@ -137,7 +137,16 @@ async fn import_events(
         ..ImportSummary::default()
     };
     let mut results = futures_util::stream::iter(files.to_vec())
-        .map(|file| async move { import_file(ctx, run, tenant_id, site, source, &file).await })
+        .map(|file| async move {
+            let started_at = Utc::now();
+            let result = import_file(ctx, run, tenant_id, site, source, &file).await;
+            if let Err(error) = &result {
+                let stage = format!("import/{file}");
+                let report = StageReport::failed(run, stage, Some(tenant_id), started_at, error);
+                ctx.ledger.report_stage(report).await;
+            }
+            result
+        })
         .buffer_unordered(ctx.settings.import_parallelism);
     while let Some(result) = results.next().await {
         let one = result?;
@@ -247,20 +256,65 @@ async fn import_file(
     Ok(summary)
 }
 
-/// Reference data: every row of every file, one text column per field name.
+/// Reference data: every row of every file, one text column per field name, reported to the
+/// ledger as the stage `reference/NAME`.
 async fn import_reference(
     ctx: &Arc<Context>,
+    run: &runs::Run,
     tenant_id: i64,
     name: &str,
     source: &Source,
     files: &[String],
 ) -> Result<ImportSummary, BatchError> {
+    let started_at = Utc::now();
+    let stage = format!("reference/{name}");
+    match write_reference(ctx, tenant_id, name, source, files).await {
+        Ok((summary, bytes_read, bytes_written)) => {
+            ctx.ledger
+                .report_stage(StageReport {
+                    run_id: run.run_id,
+                    stage,
+                    attempt: run.attempt,
+                    tenant_id: Some(tenant_id),
+                    rows_read: summary.rows + summary.rejected,
+                    rows_written: summary.rows,
+                    rows_rejected: summary.rejected,
+                    bytes_read,
+                    bytes_written,
+                    started_at,
+                    finished_at: Utc::now(),
+                    status: Status::Succeeded,
+                    error: None,
+                })
+                .await;
+            Ok(summary)
+        }
+        Err(error) => {
+            let report = StageReport::failed(run, stage, Some(tenant_id), started_at, &error);
+            ctx.ledger.report_stage(report).await;
+            Err(error)
+        }
+    }
+}
+
+/// Writes reference dataset `name` from `files`; returns what it did, the bytes read and the
+/// bytes written.
+async fn write_reference(
+    ctx: &Arc<Context>,
+    tenant_id: i64,
+    name: &str,
+    source: &Source,
+    files: &[String],
+) -> Result<(ImportSummary, u64, u64), BatchError> {
     let mut rows = Vec::new();
     let mut rejected = 0;
+    let mut bytes_read = 0;
     for file in files {
         let format = Format::of(file)
             .ok_or_else(|| BatchError::Invalid(format!("{file}: unknown format")))?;
-        for row in source::rows(format, &source.read(&*ctx.lake, file).await?) {
+        let body = source.read(&*ctx.lake, file).await?;
+        bytes_read += body.len() as u64;
+        for row in source::rows(format, &body) {
             match row.fields {
                 Ok(fields) => rows.push(fields),
                 Err(_) => rejected += 1,
@@ -294,18 +348,19 @@ async fn import_reference(
     let batch = RecordBatch::try_new(schema, columns)?;
     let prefix = format!("{REFERENCE}/{name}/tenant={tenant_id}/");
     let key = format!("{prefix}part-0000.parquet");
-    ctx.lake
-        .put(&key, sightline_lake::parquet::write_parquet(&batch)?)
-        .await?;
+    let body = sightline_lake::parquet::write_parquet(&batch)?;
+    let bytes_written = body.len() as u64;
+    ctx.lake.put(&key, body).await?;
     for old in ctx.lake.list(&prefix).await? {
         if old != key {
             ctx.lake.delete(&old).await?;
         }
     }
-    Ok(ImportSummary {
+    let summary = ImportSummary {
         files: files.len(),
         rows: rows.len() as u64,
         rejected,
         keys: vec![key],
-    })
+    };
+    Ok((summary, bytes_read, bytes_written))
 }

@@ -165,7 +165,7 @@ impl<B: Archived> ArchiveSink<B> {
 
 #[async_trait::async_trait]
 impl<B: Archived> Sink for ArchiveSink<B> {
-    fn accept(&mut self, message: Incoming<'_>) -> Result<(), Undecodable> {
+    fn accept(&mut self, message: Incoming<'_>) -> Result<usize, Undecodable> {
         if let Some(kind) = message.kind
             && kind != B::KIND
         {
@@ -188,12 +188,13 @@ impl<B: Archived> Sink for ArchiveSink<B> {
             .map_err(|e| Undecodable(format!("cannot be archived: {e}")))?;
         // A redelivery inside one buffer: the message is acknowledged with the others, the
         // batch is written once.
+        let events = batch.event_count();
         if self.ids.insert(batch.batch_id().to_owned()) {
-            self.events += batch.event_count();
+            self.events += events;
             self.bytes += message.payload.len();
             self.buffer.push(batch);
         }
-        Ok(())
+        Ok(events)
     }
 
     fn buffered_events(&self) -> usize {
@@ -205,20 +206,21 @@ impl<B: Archived> Sink for ArchiveSink<B> {
             || self.bytes >= self.settings.max_buffered_bytes
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    async fn flush(&mut self) -> Result<usize, SinkError> {
         if self.buffer.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         // Any error leaves the buffer as it is (less batches already stored): the retry starts
         // again at step 1, which also cleans up this attempt's pending flush.
         self.reconcile().await?;
+        let archived = self.events;
         if !self.buffer.is_empty() {
             self.write().await?;
             self.record_watermark();
         }
         self.clear();
         self.maybe_prune().await;
-        Ok(())
+        Ok(archived)
     }
 
     fn reset(&mut self) {

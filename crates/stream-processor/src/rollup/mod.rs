@@ -275,7 +275,7 @@ impl RollupSink {
 
 #[async_trait::async_trait]
 impl Sink for RollupSink {
-    fn accept(&mut self, message: Incoming<'_>) -> Result<(), Undecodable> {
+    fn accept(&mut self, message: Incoming<'_>) -> Result<usize, Undecodable> {
         if let Some(kind) = message.kind
             && kind != EVENT_BATCH
         {
@@ -295,9 +295,10 @@ impl Sink for RollupSink {
             .iter()
             .map(|e| Fact::of(&self.enricher, e))
             .collect();
-        self.buffered_events += facts.len();
+        let events = facts.len();
+        self.buffered_events += events;
         self.buffer.push(Buffered { batch_id, facts });
-        Ok(())
+        Ok(events)
     }
 
     fn buffered_events(&self) -> usize {
@@ -308,16 +309,16 @@ impl Sink for RollupSink {
         self.buffered_events >= self.settings.max_buffered_events
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    async fn flush(&mut self) -> Result<usize, SinkError> {
         if self.buffer.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let buffer = std::mem::take(&mut self.buffer);
         let result = self.flush_buffer(&buffer).await;
         match result {
-            Ok(()) => {
+            Ok(rolled_up) => {
                 self.buffered_events = 0;
-                Ok(())
+                Ok(rolled_up)
             }
             Err(e) => {
                 self.buffer = buffer;
@@ -338,8 +339,10 @@ impl Sink for RollupSink {
 }
 
 impl RollupSink {
-    async fn flush_buffer(&mut self, buffer: &[Buffered]) -> Result<(), SinkError> {
+    /// Commits `buffer`; returns the events it rolled up.
+    async fn flush_buffer(&mut self, buffer: &[Buffered]) -> Result<usize, SinkError> {
         let batches = self.new_batches(buffer).await?;
+        let fresh_events: u64 = batches.iter().map(|b| b.facts.len() as u64).sum();
         self.load_missing(&batches).await?;
         let now_us = chrono::Utc::now().timestamp_micros();
         let settings = FoldSettings {
@@ -436,6 +439,7 @@ impl RollupSink {
         // Committed: the caches follow the database.
         self.skipped("late", fold.late);
         self.skipped("duplicate_event", fold.duplicates);
+        let rolled_up = fresh_events.saturating_sub(fold.late + fold.duplicates);
         if fold.received_until_us > i64::MIN {
             self.metrics
                 .watermark_seconds
@@ -453,6 +457,6 @@ impl RollupSink {
         self.visitors.extend(fold.visitors);
         self.sketches.extend(merged);
         self.evict(expire_before_us, watermark_us);
-        Ok(())
+        Ok(usize::try_from(rolled_up).unwrap_or(usize::MAX))
     }
 }

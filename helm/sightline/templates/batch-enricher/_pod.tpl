@@ -36,9 +36,13 @@ spec:
       env:
         - name: SIGHTLINE__BATCH__PARALLELISM
           value: {{ $b.parallelism | int | quote }}
-        {{- with $b.ledgerEndpoint }}
+        {{- if $b.ledgerEndpoint }}
         - name: SIGHTLINE__BATCH__LEDGER_ENDPOINT
-          value: {{ . | quote }}
+          value: {{ $b.ledgerEndpoint | quote }}
+        {{- else if $.Values.etlMetrics.enabled }}
+        # Runs and stages to the run ledger (etl-metrics' Service), through an outbox.
+        - name: SIGHTLINE__BATCH__LEDGER_ENDPOINT
+          value: "http://{{ include "sightline.componentName" (dict "ctx" $ "component" "etl-metrics") }}:{{ $.Values.etlMetrics.service.port }}"
         {{- end }}
         {{- include "sightline.sharedEnv" $ | nindent 8 }}
         {{- include "sightline.secretEnv" (dict "ctx" $ "env" "SIGHTLINE__DATABASE__URL" "key" "databaseUrl" "secret" $secret) | nindent 8 }}
