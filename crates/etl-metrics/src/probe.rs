@@ -67,7 +67,7 @@ pub struct Snapshot {
     pub received_until: BTreeMap<u32, DateTime<Utc>>,
     /// Tenants with at least one site.
     pub tenants: Vec<i64>,
-    /// The daily job's last success.
+    /// The daily job's last complete success (every shard of a sharded run).
     pub last_daily_success: Option<DateTime<Utc>>,
     /// When the ledger was installed.
     pub ledger_epoch: DateTime<Utc>,
@@ -127,6 +127,17 @@ impl Snapshot {
     }
 }
 
+// The daily job's last complete success. A run sharded over pods (`--shard i --shards n`, in the
+// run's parameters) is one run per shard: a day counts once every shard of it succeeded, at the
+// last one's finish. Runs without shard parameters are one shard of one.
+const DAILY_SUCCESS: &str = "SELECT max(done) FROM ( \
+        SELECT max(finished_at) AS done FROM pipeline_runs \
+         WHERE pipeline = $1 AND job = $2 AND status = 'succeeded' \
+         GROUP BY coalesce(params->>'date', left(params->>'now', 10)), \
+                  coalesce(params->>'shards', '1') \
+        HAVING count(DISTINCT coalesce(params->>'shard', '0')) \
+               >= max(coalesce(substring(params->>'shards' FROM '^[0-9]{1,6}$')::int, 1))) complete";
+
 /// What a snapshot is taken with.
 pub struct Probe {
     pool: PgPool,
@@ -177,14 +188,11 @@ impl Probe {
             sqlx::query_scalar("SELECT DISTINCT tenant_id FROM sites ORDER BY tenant_id")
                 .fetch_all(&self.pool)
                 .await?;
-        let last_daily_success: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT max(finished_at) FROM pipeline_runs \
-              WHERE pipeline = $1 AND job = $2 AND status = 'succeeded'",
-        )
-        .bind(&self.daily.0)
-        .bind(&self.daily.1)
-        .fetch_one(&self.pool)
-        .await?;
+        let last_daily_success: Option<DateTime<Utc>> = sqlx::query_scalar(DAILY_SUCCESS)
+            .bind(&self.daily.0)
+            .bind(&self.daily.1)
+            .fetch_one(&self.pool)
+            .await?;
         let ledger_epoch: DateTime<Utc> =
             sqlx::query_scalar("SELECT created_at FROM pipeline_ledger_epoch")
                 .fetch_one(&self.pool)

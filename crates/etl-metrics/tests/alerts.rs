@@ -116,15 +116,15 @@ async fn each_alert_fires_and_resolves_exactly_once_across_a_restart() {
     })
     .await;
     assert_eq!(receiver.refused(), 1, "one post was refused and retried");
-    for alert in ALERTS {
-        let value = service
-            .metric(
-                "sightline_etl_alert_firing",
-                &format!("alertname=\"{alert}\""),
-            )
-            .await;
-        assert_eq!(value, Some(1.0), "{alert}");
-    }
+    // The gauges are set when the evaluation that posted ends, after the receiver has the post.
+    support::wait_for("the firing gauges", || async {
+        let metrics = service.metrics().await;
+        ALERTS.iter().all(|alert| {
+            let label = format!("alertname=\"{alert}\"");
+            support::metric_value(&metrics, "sightline_etl_alert_firing", &label) == Some(1.0)
+        })
+    })
+    .await;
     let firing = receiver.accepted();
     let rejected = firing
         .iter()

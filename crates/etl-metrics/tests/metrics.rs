@@ -3,6 +3,7 @@
 mod support;
 
 use chrono::{DateTime, Utc};
+use sightline_proto::pipeline::v1 as pb;
 use support::{Service, World};
 
 async fn db_now(world: &World) -> DateTime<Utc> {
@@ -125,6 +126,66 @@ async fn queue_depths_and_freshness_lag_are_what_the_test_arranged() {
         .expect("the daily run's age");
     let upper = (db_now(&world).await - installed).as_seconds_f64();
     assert!(age > 0.0 && age <= upper, "age {age} (at most {upper})");
+
+    service.stop().await;
+    world.cleanup().await;
+}
+
+/// Starts and finishes one run of the daily job with `params`.
+async fn daily_run(service: &Service, params: serde_json::Value, status: pb::Status) {
+    let mut client = service.client().await;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let now = Utc::now().timestamp_micros();
+    client
+        .start_run(pb::StartRunRequest {
+            run_id: run_id.clone(),
+            pipeline: "batch-enricher".into(),
+            job: "daily".into(),
+            version: "0.1.0".into(),
+            tenant_id: None,
+            params_json: params.to_string(),
+            started_at_us: now - 60_000_000,
+        })
+        .await
+        .unwrap();
+    client
+        .finish_run(pb::FinishRunRequest {
+            run_id,
+            status: status.into(),
+            error: String::new(),
+            finished_at_us: now,
+        })
+        .await
+        .unwrap();
+}
+
+/// A daily run sharded over two pods counts as a success only once both shards succeeded: one
+/// shard failing every night must still page.
+#[tokio::test]
+async fn a_sharded_daily_run_succeeds_when_every_shard_did() {
+    let world = World::new("etl_daily_shards").await;
+    sqlx::query("UPDATE pipeline_ledger_epoch SET created_at = now() - interval '30 hours'")
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    let service = Service::start(world.env()).await;
+    let age = "sightline_etl_daily_run_age_seconds";
+    let shard = |i: u32| serde_json::json!({"date": "2026-03-10", "shard": i, "shards": 2});
+
+    daily_run(&service, shard(0), pb::Status::Succeeded).await;
+    daily_run(&service, shard(1), pb::Status::Failed).await;
+    service.wait_evaluations(2).await;
+    let v = service.metric(age, "").await.unwrap();
+    assert!(
+        v >= 30.0 * 3600.0,
+        "one shard of two is not the day: age {v}"
+    );
+
+    // The failed shard's retry succeeds: the day is complete.
+    daily_run(&service, shard(1), pb::Status::Succeeded).await;
+    service.wait_evaluations(2).await;
+    let v = service.metric(age, "").await.unwrap();
+    assert!(v < 600.0, "every shard succeeded: age {v}");
 
     service.stop().await;
     world.cleanup().await;
