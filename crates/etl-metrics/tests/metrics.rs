@@ -133,8 +133,18 @@ async fn queue_depths_and_freshness_lag_are_what_the_test_arranged() {
 
 /// Starts and finishes one run of the daily job with `params`.
 async fn daily_run(service: &Service, params: serde_json::Value, status: pb::Status) {
-    let mut client = service.client().await;
     let run_id = uuid::Uuid::new_v4().to_string();
+    daily_run_with_id(service, &run_id, params, status).await;
+}
+
+async fn daily_run_with_id(
+    service: &Service,
+    run_id: &str,
+    params: serde_json::Value,
+    status: pb::Status,
+) {
+    let mut client = service.client().await;
+    let run_id = run_id.to_string();
     let now = Utc::now().timestamp_micros();
     client
         .start_run(pb::StartRunRequest {
@@ -187,6 +197,100 @@ async fn a_sharded_daily_run_succeeds_when_every_shard_did() {
     let v = service.metric(age, "").await.unwrap();
     assert!(v < 600.0, "every shard succeeded: age {v}");
 
+    service.stop().await;
+    world.cleanup().await;
+}
+
+/// Every `sightline_etl_*` series the Grafana dashboard and the Prometheus rules in `deploy/`
+/// use is one the service exports (a counter's `_total`, a histogram's `_bucket`, `_sum` and
+/// `_count` included), so a renamed metric cannot leave a silent panel or a dead alert.
+#[tokio::test]
+async fn the_deploy_dashboard_and_rules_use_only_exported_series() {
+    let world = World::new("etl_deploy_names").await;
+    // Families without a sample are not exported: give each one.
+    sqlx::query(
+        "WITH t AS (INSERT INTO tenants (slug, name) VALUES ('a', 'A') RETURNING id) \
+         INSERT INTO sites (tenant_id, domain, time_zone, currency) \
+         SELECT id, 'a.example', 'UTC', 'EUR' FROM t",
+    )
+    .execute(&world.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO rollup_watermarks (shard, flushed_at, received_until, event_until) \
+         VALUES (0, now(), now(), now())",
+    )
+    .execute(&world.pool)
+    .await
+    .unwrap();
+    let service = Service::start(world.env()).await;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    daily_run_with_id(
+        &service,
+        &run_id,
+        serde_json::json!({}),
+        pb::Status::Succeeded,
+    )
+    .await;
+    let now = Utc::now().timestamp_micros();
+    service
+        .client()
+        .await
+        .report_stage(pb::ReportStageRequest {
+            report: Some(pb::StageReport {
+                run_id,
+                stage: "trusted/2026-03-10".into(),
+                attempt: 1,
+                tenant_id: None,
+                rows_read: 10,
+                rows_written: 9,
+                rows_rejected: 1,
+                bytes_read: 0,
+                bytes_written: 0,
+                started_at_us: now - 1_000_000,
+                finished_at_us: now,
+                status: pb::Status::Succeeded.into(),
+                error: String::new(),
+            }),
+        })
+        .await
+        .unwrap();
+    service.wait_evaluations(2).await;
+    let exported = service.metrics().await;
+    let types: Vec<&str> = exported
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+    let mut used = std::collections::BTreeSet::new();
+    for file in [
+        "grafana/sightline-pipeline.json",
+        "prometheus/sightline-alerts.yaml",
+    ] {
+        let text = std::fs::read_to_string(format!("{deploy}/{file}")).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("sightline_etl_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            used.insert(name);
+        }
+    }
+    assert!(
+        used.len() >= 10,
+        "the deploy files name the metrics: {used:?}"
+    );
+    for name in &used {
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| types.contains(base))
+            .unwrap_or(name);
+        assert!(types.contains(&family), "{name} is not exported: {types:?}");
+    }
     service.stop().await;
     world.cleanup().await;
 }
