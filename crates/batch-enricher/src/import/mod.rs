@@ -16,7 +16,7 @@ use arrow::{
     array::{ArrayRef, RecordBatch, StringArray},
     datatypes::{DataType, Field, Schema},
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use sightline_db::Tenants as _;
 use sightline_lake::layout::{RawPartition, part_id};
@@ -236,24 +236,45 @@ async fn import_file(
         summary.keys.push(key);
         warn!(file, rejected = invalid.len(), "rows refused");
     }
-    ctx.ledger
-        .report_stage(StageReport {
-            run_id: run.run_id,
-            stage: format!("import/{file}"),
-            attempt: run.attempt,
-            tenant_id: Some(tenant_id),
-            rows_read: summary.rows + summary.rejected,
-            rows_written: summary.rows,
-            rows_rejected: summary.rejected,
-            bytes_read,
-            bytes_written,
-            started_at,
-            finished_at: Utc::now(),
-            status: Status::Succeeded,
-            error: None,
-        })
-        .await;
+    let stage = format!("import/{file}");
+    let report = succeeded(
+        run,
+        stage,
+        tenant_id,
+        &summary,
+        started_at,
+        bytes_read,
+        bytes_written,
+    );
+    ctx.ledger.report_stage(report).await;
     Ok(summary)
+}
+
+/// The ledger's record of an import stage that ended now, having done what `summary` says.
+fn succeeded(
+    run: &runs::Run,
+    stage: String,
+    tenant_id: i64,
+    summary: &ImportSummary,
+    started_at: DateTime<Utc>,
+    bytes_read: u64,
+    bytes_written: u64,
+) -> StageReport {
+    StageReport {
+        run_id: run.run_id,
+        stage,
+        attempt: run.attempt,
+        tenant_id: Some(tenant_id),
+        rows_read: summary.rows + summary.rejected,
+        rows_written: summary.rows,
+        rows_rejected: summary.rejected,
+        bytes_read,
+        bytes_written,
+        started_at,
+        finished_at: Utc::now(),
+        status: Status::Succeeded,
+        error: None,
+    }
 }
 
 /// Reference data: every row of every file, one text column per field name, reported to the
@@ -270,23 +291,16 @@ async fn import_reference(
     let stage = format!("reference/{name}");
     match write_reference(ctx, tenant_id, name, source, files).await {
         Ok((summary, bytes_read, bytes_written)) => {
-            ctx.ledger
-                .report_stage(StageReport {
-                    run_id: run.run_id,
-                    stage,
-                    attempt: run.attempt,
-                    tenant_id: Some(tenant_id),
-                    rows_read: summary.rows + summary.rejected,
-                    rows_written: summary.rows,
-                    rows_rejected: summary.rejected,
-                    bytes_read,
-                    bytes_written,
-                    started_at,
-                    finished_at: Utc::now(),
-                    status: Status::Succeeded,
-                    error: None,
-                })
-                .await;
+            let report = succeeded(
+                run,
+                stage,
+                tenant_id,
+                &summary,
+                started_at,
+                bytes_read,
+                bytes_written,
+            );
+            ctx.ledger.report_stage(report).await;
             Ok(summary)
         }
         Err(error) => {
