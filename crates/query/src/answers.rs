@@ -10,7 +10,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     QueryError,
-    cache::{AnswerCache, AnswerKey, Cacheable},
+    cache::{AnswerCache, AnswerKey, Cacheable, Turn},
     calendar::{self, Interval, Limits, MINUTE_US, Part, Plan, Window},
     closed::ClosedSums,
     measure::{Metric, Totals, values},
@@ -38,6 +38,14 @@ fn watermark(marks: Marks) -> pb::Watermark {
         speed_complete_until_us: marks.speed_us.unwrap_or(0),
         batch_complete_until_us: marks.batch_us.unwrap_or(0),
     }
+}
+
+/// What the answer cache has for a request.
+enum Lookup<'a, T> {
+    /// The answer, still what computing it would give.
+    Hit(T),
+    /// Compute it, holding the key's turn (when answers are cached).
+    Compute(Option<Turn<'a>>),
 }
 
 /// Totals per slot of `plan`, and the conversions per slot when asked for.
@@ -127,17 +135,40 @@ impl Reader {
     }
 
     /// The cached answer of `key` when the site's rollups and the closures over `window` are
-    /// still what it was computed on (one statement), with the watermark read now.
+    /// still what it was computed on (one statement), with the watermark read now. Otherwise
+    /// the turn to compute it: when another request is computing the same answer, this waits
+    /// for it and looks again, so concurrent requests compute each answer once.
     async fn cached<T: Cacheable>(
         &self,
         key: Option<&AnswerKey>,
         site_id: i64,
         site: &Site,
         window: Option<(i64, i64)>,
-    ) -> Result<Option<T>, QueryError> {
-        let (Some(cache), Some(key)) = (&self.answers, key) else {
-            return Ok(None);
+    ) -> Result<Lookup<'_, T>, QueryError> {
+        let (Some(cache), Some(key)) = (self.answers.as_deref(), key) else {
+            return Ok(Lookup::Compute(None));
         };
+        if let Some(hit) = self.kept(cache, key, site_id, site, window).await? {
+            cache.count(true);
+            return Ok(Lookup::Hit(hit));
+        }
+        let turn = cache.turn(key).await;
+        let kept = self.kept(cache, key, site_id, site, window).await?;
+        cache.count(kept.is_some());
+        match kept {
+            Some(hit) => Ok(Lookup::Hit(hit)),
+            None => Ok(Lookup::Compute(Some(turn))),
+        }
+    }
+
+    async fn kept<T: Cacheable>(
+        &self,
+        cache: &AnswerCache,
+        key: &AnswerKey,
+        site_id: i64,
+        site: &Site,
+        window: Option<(i64, i64)>,
+    ) -> Result<Option<T>, QueryError> {
         if !cache.holds(key) {
             return Ok(None);
         }
@@ -217,9 +248,11 @@ impl Reader {
         let window = calendar::resolve(req.range.as_ref(), interval, site.time_zone, self.limits)?;
         let over = Self::over(&window, interval);
         let key = self.key::<pb::TimeseriesResponse>(req, &window, site);
-        if let Some(hit) = self.cached(key.as_ref(), req.site_id, site, over).await? {
-            return Ok(hit);
-        }
+        // Held until the answer is kept: others asking the same wait for it.
+        let _turn = match self.cached(key.as_ref(), req.site_id, site, over).await? {
+            Lookup::Hit(hit) => return Ok(hit),
+            Lookup::Compute(turn) => turn,
+        };
         let mut snapshot = Snapshot::begin(&self.pool).await?;
         let look = snapshot.look(site.tenant_id, req.site_id, over).await?;
         let plan = calendar::plan(&window, interval, site.time_zone, &look.closures, false);
@@ -271,9 +304,11 @@ impl Reader {
         // One read of the closures of both periods (they are adjacent).
         let both = Some((previous.from_us, window.to_us));
         let key = self.key::<pb::AggregateResponse>(req, &window, site);
-        if let Some(hit) = self.cached(key.as_ref(), req.site_id, site, both).await? {
-            return Ok(hit);
-        }
+        // Held until the answer is kept: others asking the same wait for it.
+        let _turn = match self.cached(key.as_ref(), req.site_id, site, both).await? {
+            Lookup::Hit(hit) => return Ok(hit),
+            Lookup::Compute(turn) => turn,
+        };
         let mut snapshot = Snapshot::begin(&self.pool).await?;
         let look = snapshot.look(site.tenant_id, req.site_id, both).await?;
         let mut periods = Vec::with_capacity(2);
@@ -351,9 +386,11 @@ impl Reader {
         )?;
         let over = Self::over(&window, Interval::Day);
         let key = self.key::<pb::BreakdownResponse>(req, &window, site);
-        if let Some(hit) = self.cached(key.as_ref(), req.site_id, site, over).await? {
-            return Ok(hit);
-        }
+        // Held until the answer is kept: others asking the same wait for it.
+        let _turn = match self.cached(key.as_ref(), req.site_id, site, over).await? {
+            Lookup::Hit(hit) => return Ok(hit),
+            Lookup::Compute(turn) => turn,
+        };
         let mut snapshot = Snapshot::begin(&self.pool).await?;
         let look = snapshot.look(site.tenant_id, req.site_id, over).await?;
         let plan = calendar::plan(&window, Interval::Day, site.time_zone, &look.closures, true);

@@ -11,9 +11,16 @@
 //!
 //! A dashboard that many people open, or that refreshes every few seconds, asks the same
 //! questions over and over; between two of the speed layer's flushes for the site (and for days
-//! the batch layer closed, between two closures) each is computed once.
+//! the batch layer closed, between two closures) each is computed once. Requests that find the
+//! same answer missing or stale at the same time do not all compute it: they take turns on the
+//! key ([`AnswerCache::turn`]), and those that wait look again once the first has kept its
+//! answer. Without that, every flush of a busy site would start as many computations of each
+//! question as there are requests in flight, and the service would fall behind.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
 
 use prometheus_client::metrics::counter::Counter;
 use prost::Message;
@@ -119,8 +126,32 @@ impl Weighter<AnswerKey, Arc<Entry>> for ByBytes {
 /// Answers by key, bounded by their encoded size.
 pub struct AnswerCache {
     entries: Cache<AnswerKey, Arc<Entry>, ByBytes>,
+    /// A lock per key being computed, while anyone holds or waits for it.
+    turns: Mutex<HashMap<AnswerKey, Arc<tokio::sync::Mutex<()>>>>,
     hits: Counter,
     misses: Counter,
+}
+
+/// The right to compute one key's answer, while the others that want it wait; see
+/// [`AnswerCache::turn`].
+pub struct Turn<'a> {
+    cache: &'a AnswerCache,
+    key: AnswerKey,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut turns = self.cache.turns();
+        // Only the map still holds the lock: nobody computes or waits.
+        if turns
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            turns.remove(&self.key);
+        }
+    }
 }
 
 /// Bytes an entry is counted for beyond its encoded key and answer (the map's own overhead).
@@ -128,7 +159,7 @@ const ENTRY_OVERHEAD: u64 = 256;
 
 impl AnswerCache {
     /// A cache of about `bytes` of answers; `None` when `bytes` is 0 (caching off). `hits` and
-    /// `misses` count the lookups of keys it holds and of keys it does not or that are stale.
+    /// `misses` count the requests answered from it and those that computed their answer.
     pub fn new(bytes: u64, hits: Counter, misses: Counter) -> Option<Self> {
         (bytes > 0).then(|| Self {
             // A guess of the entry count only sizes the first allocation.
@@ -137,18 +168,34 @@ impl AnswerCache {
                 bytes,
                 ByBytes,
             ),
+            turns: Mutex::new(HashMap::new()),
             hits,
             misses,
         })
     }
 
+    /// The turn locks (a panic elsewhere cannot leave the map half-changed: each change is one
+    /// call).
+    fn turns(&self) -> MutexGuard<'_, HashMap<AnswerKey, Arc<tokio::sync::Mutex<()>>>> {
+        self.turns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until no other request computes `key`'s answer, and returns the right to compute
+    /// it, held until the [`Turn`] is dropped (after [`AnswerCache::insert`]). Whoever waited
+    /// looks in the cache again before computing: usually the answer is there.
+    pub async fn turn(&self, key: &AnswerKey) -> Turn<'_> {
+        let lock = Arc::clone(self.turns().entry(key.clone()).or_default());
+        let guard = lock.lock_owned().await;
+        Turn {
+            cache: self,
+            key: key.clone(),
+            guard: Some(guard),
+        }
+    }
+
     /// Whether `key` has an entry (fresh or not): only then is checking it worth a statement.
     pub fn holds(&self, key: &AnswerKey) -> bool {
-        let held = self.entries.peek(key).is_some();
-        if !held {
-            self.misses.inc();
-        }
-        held
+        self.entries.peek(key).is_some()
     }
 
     /// The answer of `key` when it was computed on what `now` shows.
@@ -156,13 +203,13 @@ impl AnswerCache {
         let entry = self
             .entries
             .get(key)
-            .filter(|e| e.version == now.version && e.closures == now.closures);
-        let Some(entry) = entry else {
-            self.misses.inc();
-            return None;
-        };
-        self.hits.inc();
+            .filter(|e| e.version == now.version && e.closures == now.closures)?;
         T::from_answer(entry.answer.clone())
+    }
+
+    /// Counts one request's lookup: answered from the cache, or computed.
+    pub fn count(&self, hit: bool) {
+        if hit { &self.hits } else { &self.misses }.inc();
     }
 
     /// Keeps `answer` of `key`, computed on what `basis` shows.

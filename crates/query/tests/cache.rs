@@ -232,3 +232,37 @@ async fn closed_days_are_summed_once_and_answers_stay_exact() {
     uncached.stop().await;
     world.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_miss_the_same_answer_together_compute_it_once() {
+    let world = World::new().await;
+    world.roll_up().await;
+    let running = Running::start(&world.database_url, &[]).await;
+    let site = &world.utc;
+    let (first, last) = span(site);
+    let request = pb::TimeseriesRequest {
+        site_id: site.id,
+        metrics: names(&["pageviews", "visitors", "visits"]),
+        interval: "day".into(),
+        range: dates(first, last),
+        ..Default::default()
+    };
+    // Eight callers ask the same question at once, before any answer is kept.
+    let client = running.client().await;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (mut client, token, request) =
+            (client.clone(), world.acme_token.clone(), request.clone());
+        calls.spawn(async move { timeseries(&mut client, &token, request).await });
+    }
+    let answers = calls.join_all().await;
+    assert!(
+        answers.windows(2).all(|pair| pair[0] == pair[1]),
+        "every caller got the same answer"
+    );
+    assert_eq!(
+        cache_counts(&running).await,
+        (7.0, 1.0),
+        "one caller computed the answer; the seven others were given the one it kept"
+    );
+}

@@ -53,6 +53,12 @@ struct Cli {
     /// Concurrent clients (each waits for its answer before the next call).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Open loop: queries a second in all, each sent at its scheduled time (the clients share
+    /// the schedule round-robin) and its latency counted from that time, so a stall counts for
+    /// every query it delays (coordinated omission accounted). Without it, a closed loop: each
+    /// client calls again as soon as it has its answer.
+    #[arg(long)]
+    rate: Option<f64>,
     /// HTTP/2 connections the clients share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -85,6 +91,8 @@ struct Report {
     answer_cache_mib: Option<u64>,
     closed_sums_cache_mib: Option<u64>,
     flush_every_ms: u64,
+    /// The open loop's scheduled rate; `None` for a closed loop.
+    rate: Option<f64>,
     queries_per_sec: f64,
     timeseries: Latency,
     breakdown: Latency,
@@ -408,6 +416,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }));
     }
+    let schedule_start = Instant::now();
+    let (clients, rate) = (cli.concurrency, cli.rate);
     for c in 0..cli.concurrency {
         let mut client = QueryClient::new(channels[c % channels.len()].clone());
         let (series, top, token) = (series.clone(), top.clone(), token.clone());
@@ -416,10 +426,19 @@ async fn main() -> anyhow::Result<()> {
             let mut ts = latency_histogram();
             let mut bd = latency_histogram();
             let mut errors = 0;
-            let mut i = c;
+            // This client's turns: k-th turn is query c + k·clients of the whole schedule.
+            let mut k = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let started = Instant::now();
-                let is_series = i % 2 == 0;
+                let started = match rate {
+                    Some(rate) => {
+                        let nth = c + k * clients;
+                        let at = schedule_start + Duration::from_secs_f64(nth as f64 / rate);
+                        tokio::time::sleep_until(at.into()).await;
+                        at
+                    }
+                    None => Instant::now(),
+                };
+                let is_series = (c + k).is_multiple_of(2);
                 let ok = if is_series {
                     client
                         .get_timeseries(authed(series.clone(), &token))
@@ -431,7 +450,7 @@ async fn main() -> anyhow::Result<()> {
                         .await
                         .is_ok()
                 };
-                i += 1;
+                k += 1;
                 if !measuring.load(std::sync::atomic::Ordering::Relaxed) {
                     continue;
                 }
@@ -486,6 +505,7 @@ async fn main() -> anyhow::Result<()> {
         answer_cache_mib: cli.answer_cache_mib,
         closed_sums_cache_mib: cli.closed_sums_cache_mib,
         flush_every_ms: cli.flush_every_ms,
+        rate: cli.rate,
         queries_per_sec: (ts.len() + bd.len()) as f64 / seconds,
         timeseries: Latency::of(ts),
         breakdown: Latency::of(bd),

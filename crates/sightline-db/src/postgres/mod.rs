@@ -27,10 +27,24 @@ impl PgStore {
     /// Opens a pool lazily: no connection is made until first use, so a service starts (and
     /// reports itself not ready) while the database is down.
     pub fn connect_lazy(config: &DatabaseConfig) -> Result<Self, DbError> {
+        Self::lazy_pool(config, true)
+    }
+
+    /// As [`PgStore::connect_lazy`], without the round trip that tests a pooled connection
+    /// each time it is handed out. For a service whose calls are each one short statement
+    /// (the query service), that test doubles the round trips. A connection that died while
+    /// idle then fails the one call that takes it (callers answer "unavailable, retry"), and is
+    /// dropped: sqlx still tests every connection when it comes back to the pool.
+    pub fn connect_lazy_untested(config: &DatabaseConfig) -> Result<Self, DbError> {
+        Self::lazy_pool(config, false)
+    }
+
+    fn lazy_pool(config: &DatabaseConfig, test_before_acquire: bool) -> Result<Self, DbError> {
         let options = PgConnectOptions::from_str(config.url.expose())?;
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .test_before_acquire(test_before_acquire)
             .connect_lazy_with(options);
         Ok(Self { pool })
     }
