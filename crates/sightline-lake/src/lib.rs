@@ -26,4 +26,7 @@ pub use config::{LakeConfig, LakeKind, S3Config};
 pub use error::LakeError;
 pub use s3::S3Store;
 pub use store::{LocalStore, ObjectStore};
-pub use writer::{invalid_keys, raw_keys, write_invalid_batches, write_raw_batches};
+pub use writer::{
+    encode_invalid_batches, encode_raw_batches, invalid_keys, put_all, raw_keys,
+    write_invalid_batches, write_raw_batches,
+};

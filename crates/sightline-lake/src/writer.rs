@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
+
 use sightline_proto::events::v1::{Event, EventBatch, InvalidEvent, InvalidEventBatch};
 
 use crate::{
@@ -104,47 +106,75 @@ pub fn invalid_keys(batches: &[InvalidEventBatch]) -> Result<Vec<String>, LakeEr
         .collect())
 }
 
-/// Writes the events of `batches` as one Parquet object per tenant and UTC hour of event time,
-/// each keyed by the batches that contributed to it, and returns the keys written. Writing the
-/// same batches again overwrites the same keys.
+/// The Parquet objects of `batches`, one per tenant and UTC hour of event time, each keyed by
+/// the batches that contributed to it, in [`raw_keys`]' order. CPU-bound: an async caller runs it
+/// off its runtime's workers (`spawn_blocking`).
 ///
-/// A batch id that appears twice (a redelivery inside one buffer) is written once.
-pub async fn write_raw_batches(
-    store: &dyn ObjectStore,
-    batches: &[EventBatch],
-) -> Result<Vec<String>, LakeError> {
+/// A batch id that appears twice (a redelivery inside one buffer) is encoded once.
+pub fn encode_raw_batches(batches: &[EventBatch]) -> Result<Vec<(String, Bytes)>, LakeError> {
     let parts = group(
         batches,
         |b| &b.batch_id,
         |b| &b.events,
         |e: &Event| RawPartition::of_event(e.tenant_id, e.timestamp_us),
     )?;
-    let mut keys = Vec::with_capacity(parts.len());
-    for (partition, part) in parts {
-        let key = partition.key(&part_id(part.batch_ids.iter().copied()));
-        store.put(&key, events_to_parquet(&part.rows)?).await?;
+    parts
+        .into_iter()
+        .map(|(partition, part)| {
+            let key = partition.key(&part_id(part.batch_ids.iter().copied()));
+            Ok((key, events_to_parquet(&part.rows)?))
+        })
+        .collect()
+}
+
+/// Writes the events of `batches` as one Parquet object per tenant and UTC hour of event time
+/// ([`encode_raw_batches`]) and returns the keys written. Writing the same batches again
+/// overwrites the same keys.
+pub async fn write_raw_batches(
+    store: &dyn ObjectStore,
+    batches: &[EventBatch],
+) -> Result<Vec<String>, LakeError> {
+    put_all(store, encode_raw_batches(batches)?).await
+}
+
+/// Stores `objects` in order; returns their keys.
+pub async fn put_all(
+    store: &dyn ObjectStore,
+    objects: Vec<(String, Bytes)>,
+) -> Result<Vec<String>, LakeError> {
+    let mut keys = Vec::with_capacity(objects.len());
+    for (key, body) in objects {
+        store.put(&key, body).await?;
         keys.push(key);
     }
     Ok(keys)
 }
 
-/// Writes the invalid events of `batches` as one Parquet object per UTC day of receipt and
-/// reason, keyed like [`write_raw_batches`], and returns the keys written.
-pub async fn write_invalid_batches(
-    store: &dyn ObjectStore,
+/// The Parquet objects of the invalid events of `batches`, one per UTC day of receipt and
+/// reason, keyed like [`encode_raw_batches`], in [`invalid_keys`]' order.
+pub fn encode_invalid_batches(
     batches: &[InvalidEventBatch],
-) -> Result<Vec<String>, LakeError> {
+) -> Result<Vec<(String, Bytes)>, LakeError> {
     let parts = group(
         batches,
         |b| &b.batch_id,
         |b| &b.events,
         |e: &InvalidEvent| ErrorPartition::of_invalid(e.received_at_us, &e.reason),
     )?;
-    let mut keys = Vec::with_capacity(parts.len());
-    for (partition, part) in parts {
-        let key = partition.key(&part_id(part.batch_ids.iter().copied()));
-        store.put(&key, invalid_to_parquet(&part.rows)?).await?;
-        keys.push(key);
-    }
-    Ok(keys)
+    parts
+        .into_iter()
+        .map(|(partition, part)| {
+            let key = partition.key(&part_id(part.batch_ids.iter().copied()));
+            Ok((key, invalid_to_parquet(&part.rows)?))
+        })
+        .collect()
+}
+
+/// Writes the invalid events of `batches` ([`encode_invalid_batches`]) and returns the keys
+/// written.
+pub async fn write_invalid_batches(
+    store: &dyn ObjectStore,
+    batches: &[InvalidEventBatch],
+) -> Result<Vec<String>, LakeError> {
+    put_all(store, encode_invalid_batches(batches)?).await
 }

@@ -1,11 +1,10 @@
 //! The two kinds of batch the archive stores: raw events (`raw/`) and invalid events
 //! (`errors/`), behind one trait so one sink serves both.
 
-use std::future::Future;
-
 use prost::Message;
+use prost::bytes::Bytes;
 use sightline_lake::{
-    LakeError, ObjectStore, invalid_keys, raw_keys, write_invalid_batches, write_raw_batches,
+    LakeError, encode_invalid_batches, encode_raw_batches, invalid_keys, raw_keys,
 };
 use sightline_proto::events::v1::{EventBatch, InvalidEventBatch};
 
@@ -15,7 +14,7 @@ pub const EVENT_BATCH: &str = "sightline.events.v1.EventBatch";
 pub const INVALID_EVENT_BATCH: &str = "sightline.events.v1.InvalidEventBatch";
 
 /// A broker batch the archive writes to the lake.
-pub trait Archived: Message + Default + Send + Sync + 'static {
+pub trait Archived: Message + Default + Clone + Send + Sync + 'static {
     /// The protobuf type name publishers set as the message type.
     const KIND: &'static str;
 
@@ -35,11 +34,9 @@ pub trait Archived: Message + Default + Send + Sync + 'static {
     /// The object keys writing `batches` produces, without writing (the flush's intent).
     fn keys(batches: &[Self]) -> Result<Vec<String>, LakeError>;
 
-    /// Writes `batches` at their deterministic keys; returns the keys, as [`Archived::keys`].
-    fn write<'a>(
-        store: &'a dyn ObjectStore,
-        batches: &'a [Self],
-    ) -> impl Future<Output = Result<Vec<String>, LakeError>> + Send + 'a;
+    /// The objects of `batches` at their deterministic keys, in [`Archived::keys`]' order.
+    /// CPU-bound (Parquet and zstd).
+    fn objects(batches: &[Self]) -> Result<Vec<(String, Bytes)>, LakeError>;
 }
 
 impl Archived for EventBatch {
@@ -65,11 +62,8 @@ impl Archived for EventBatch {
         raw_keys(batches)
     }
 
-    fn write<'a>(
-        store: &'a dyn ObjectStore,
-        batches: &'a [Self],
-    ) -> impl Future<Output = Result<Vec<String>, LakeError>> + Send + 'a {
-        write_raw_batches(store, batches)
+    fn objects(batches: &[Self]) -> Result<Vec<(String, Bytes)>, LakeError> {
+        encode_raw_batches(batches)
     }
 }
 
@@ -96,10 +90,7 @@ impl Archived for InvalidEventBatch {
         invalid_keys(batches)
     }
 
-    fn write<'a>(
-        store: &'a dyn ObjectStore,
-        batches: &'a [Self],
-    ) -> impl Future<Output = Result<Vec<String>, LakeError>> + Send + 'a {
-        write_invalid_batches(store, batches)
+    fn objects(batches: &[Self]) -> Result<Vec<(String, Bytes)>, LakeError> {
+        encode_invalid_batches(batches)
     }
 }

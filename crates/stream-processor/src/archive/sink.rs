@@ -122,7 +122,8 @@ impl<B: Archived> ArchiveSink<B> {
         self.ledger
             .begin_archive_flush(flush_id, &self.queue, &keys, &ids)
             .await?;
-        let written = B::write(&*self.lake, &self.buffer).await?;
+        let objects = self.encode().await?;
+        let written = sightline_lake::put_all(&*self.lake, objects).await?;
         if written != keys {
             // Cannot happen (planning and writing share their grouping); if it did, objects
             // outside the intent would escape a later cleanup.
@@ -131,6 +132,21 @@ impl<B: Archived> ArchiveSink<B> {
         self.ledger.finish_archive_flush(flush_id).await?;
         debug!(flush = %flush_id, batches = ids.len(), objects = keys.len(), "archived");
         Ok(())
+    }
+
+    /// The buffer's objects, encoded on a blocking thread: a flush's Parquet and zstd take tens
+    /// of milliseconds, which on a runtime worker would stall the other queues' consumers (and
+    /// their acknowledgements) behind it. The buffer is shared with that thread, not moved, so it
+    /// is still here if encoding panics or the task never runs.
+    async fn encode(&mut self) -> Result<Vec<(String, prost::bytes::Bytes)>, SinkError> {
+        let shared = Arc::new(std::mem::take(&mut self.buffer));
+        let batches = Arc::clone(&shared);
+        let encoded = tokio::task::spawn_blocking(move || B::objects(&batches)).await;
+        self.buffer = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
+        match encoded {
+            Ok(objects) => Ok(objects?),
+            Err(error) => Err(SinkError::Lake(format!("encoding failed: {error}"))),
+        }
     }
 
     /// Forgets old stored flushes now and then; a failure only delays it.
