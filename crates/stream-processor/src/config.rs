@@ -120,6 +120,20 @@ pub struct ArchiveConfig {
     pub max_buffered_bytes: usize,
     /// How long the archive ledger remembers which batches were stored.
     pub ledger_retention_hours: u64,
+    /// Flushes of this process that encode Parquet at once; 0: half the cores the process may
+    /// use, at least one ([`ArchiveConfig::encoder_count`]).
+    pub encoders: usize,
+}
+
+impl ArchiveConfig {
+    /// How many flushes may encode at once: `encoders`, or for 0 half the cores this process
+    /// may use (its CPU quota included), at least one.
+    pub fn encoder_count(&self) -> usize {
+        match self.encoders {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        }
+    }
 }
 
 /// The retry schedule shared by connections and flushes.

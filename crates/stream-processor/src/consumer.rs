@@ -40,11 +40,26 @@ pub struct ConsumerSettings {
     pub prefetch: u16,
     /// Longest time a message waits in the buffer.
     pub flush_interval: Duration,
+    /// Where in each interval this queue flushes: its flush times are the wall clock's
+    /// multiples of `flush_interval` shifted by this much (see [`until_next_flush`]).
+    pub flush_phase: Duration,
     /// Retry schedule for connections and flushes.
     pub backoff: Backoff,
     /// After shutdown is requested: time left to flush before giving up (messages are then
     /// redelivered to the next consumer).
     pub shutdown_grace: Duration,
+}
+
+/// Time from `now` (since the Unix epoch) to the queue's next flush time, in `(0, interval]`:
+/// flush times are the wall clock's multiples of `interval` shifted by `phase`. The queues of a
+/// group get phases spread over the interval, so their flushes (the rollups' transactions, the
+/// archive's Parquet encoding) come one after another rather than all at once, whether the
+/// queues share a process or not. Under steady load a queue flushes exactly once an interval;
+/// a message never waits longer than the interval.
+fn until_next_flush(now: Duration, interval: Duration, phase: Duration) -> Duration {
+    let interval_ns = interval.as_nanos().max(1);
+    let into = (now.as_nanos() + interval_ns - phase.as_nanos() % interval_ns) % interval_ns;
+    Duration::from_nanos(u64::try_from(interval_ns - into).unwrap_or(u64::MAX))
 }
 
 /// Why [`PartitionConsumer::serve`] returned.
@@ -234,8 +249,15 @@ impl<S: Sink> PartitionConsumer<S> {
                 self.metrics.messages.get_or_create(&self.labels()).inc();
                 self.metrics.windows.taken(&self.settings.queue, events);
                 if self.flush_due.is_none() {
-                    self.flush_due =
-                        Some(tokio::time::Instant::now() + self.settings.flush_interval);
+                    let since_epoch = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    let wait = until_next_flush(
+                        since_epoch,
+                        self.settings.flush_interval,
+                        self.settings.flush_phase,
+                    );
+                    self.flush_due = Some(tokio::time::Instant::now() + wait);
                 }
                 self.pending.push(delivery);
             }
@@ -348,5 +370,40 @@ impl<S: Sink> PartitionConsumer<S> {
             delivery.ack().await.map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn flushes_fall_on_the_queue_s_own_grid() {
+        let ms = Duration::from_millis;
+        // Phase 250 ms in a 1 s interval: flush times are …, 10.25 s, 11.25 s, …
+        assert_eq!(until_next_flush(ms(10_000), SECOND, ms(250)), ms(250));
+        assert_eq!(until_next_flush(ms(10_249), SECOND, ms(250)), ms(1));
+        // Exactly on a flush time: the next one, a whole interval later.
+        assert_eq!(until_next_flush(ms(10_250), SECOND, ms(250)), SECOND);
+        assert_eq!(until_next_flush(ms(10_900), SECOND, ms(250)), ms(350));
+        // A phase of a whole interval or more is the same grid.
+        assert_eq!(until_next_flush(ms(10_900), SECOND, ms(1_250)), ms(350));
+    }
+
+    #[test]
+    fn spread_phases_give_queues_distinct_flush_times_within_one_interval() {
+        let interval = Duration::from_secs(45);
+        let now = Duration::from_secs(1_800_000_000) + Duration::from_millis(1234);
+        let mut at: Vec<Duration> = (0..9u32)
+            .map(|slot| until_next_flush(now, interval, interval * slot / 9))
+            .collect();
+        assert!(at.iter().all(|wait| !wait.is_zero() && *wait <= interval));
+        at.sort();
+        // Nine queues, nine flush times a ninth of the interval apart.
+        for pair in at.windows(2) {
+            assert_eq!(pair[1] - pair[0], interval / 9);
+        }
     }
 }

@@ -82,20 +82,25 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// Consumer settings for `queue` of `group`, flushing every `flush_interval_ms`.
+    /// Consumer settings for `queue` of `group`, flushing every `flush_interval_ms`. The queue
+    /// is `slot.0` of the group's `slot.1` queues: slots flush at times spread evenly over the
+    /// interval.
     pub fn consumer_settings(
         &self,
         group: &'static str,
         queue: String,
         flush_interval_ms: u64,
+        slot: (u32, u32),
     ) -> ConsumerSettings {
         let stream = &self.config.stream;
+        let flush_interval = Duration::from_millis(flush_interval_ms);
         ConsumerSettings {
             group,
             queue,
             broker: self.config.broker.clone(),
             prefetch: stream.prefetch,
-            flush_interval: Duration::from_millis(flush_interval_ms),
+            flush_interval,
+            flush_phase: flush_interval * slot.0 / slot.1.max(1),
             backoff: stream.backoff(),
             shutdown_grace: Duration::from_millis(stream.shutdown_grace_ms),
         }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use sightline_lake::ObjectStore;
 use sightline_proto::events::v1::{EventBatch, InvalidEventBatch};
-use tokio::task::JoinSet;
+use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 pub use batch::{Archived, EVENT_BATCH, INVALID_EVENT_BATCH};
@@ -47,48 +47,66 @@ pub type RawArchiveSink = ArchiveSink<EventBatch>;
 /// The sink of the invalid queue.
 pub type InvalidArchiveSink = ArchiveSink<InvalidEventBatch>;
 
+/// What the archive consumers of one process share.
+struct Shared<'a> {
+    ctx: &'a Context,
+    lake: Arc<dyn ObjectStore>,
+    encoders: Arc<Semaphore>,
+    stop: CancellationToken,
+}
+
 /// Starts one consumer per archive partition queue (`archive.p{p}`) and one for the invalid
-/// queue (`archive.invalid`), all writing to `lake`.
+/// queue (`archive.invalid`), all writing to `lake`, with at most
+/// [`ArchiveConfig::encoders`](crate::config::ArchiveConfig::encoders) flushes encoding at once.
 pub(crate) fn start(
     ctx: &Context,
     lake: Arc<dyn ObjectStore>,
     tasks: &mut JoinSet<()>,
     stop: CancellationToken,
 ) {
+    let shared = Shared {
+        ctx,
+        lake,
+        encoders: Arc::new(Semaphore::new(ctx.config.stream.archive.encoder_count())),
+        stop,
+    };
     let topology = ctx.config.broker.topology();
-    for partition in 0..ctx.config.broker.partitions {
+    let partitions = ctx.config.broker.partitions;
+    // The invalid queue is the last of the group's flush slots.
+    let slots = partitions + 1;
+    for partition in 0..partitions {
         let queue = topology.partition_queue(ARCHIVE, partition);
         let component = format!("archive.p{partition}");
-        spawn::<EventBatch>(ctx, &lake, tasks, &stop, queue, &component);
+        spawn::<EventBatch>(&shared, tasks, queue, &component, (partition, slots));
     }
     spawn::<InvalidEventBatch>(
-        ctx,
-        &lake,
+        &shared,
         tasks,
-        &stop,
         topology.invalid_queue(),
         "archive.invalid",
+        (partitions, slots),
     );
 }
 
 fn spawn<B: Archived>(
-    ctx: &Context,
-    lake: &Arc<dyn ObjectStore>,
+    shared: &Shared<'_>,
     tasks: &mut JoinSet<()>,
-    stop: &CancellationToken,
     queue: String,
     component: &str,
+    slot: (u32, u32),
 ) {
+    let ctx = shared.ctx;
     let archive = &ctx.config.stream.archive;
-    let settings = ctx.consumer_settings(ARCHIVE, queue.clone(), archive.flush_interval_ms);
+    let settings = ctx.consumer_settings(ARCHIVE, queue.clone(), archive.flush_interval_ms, slot);
     let sink = ArchiveSink::<B>::new(
         queue,
         Arc::new(ctx.store.clone()),
-        lake.clone(),
+        shared.lake.clone(),
         archive.clone(),
         ctx.metrics.clone(),
-    );
+    )
+    .with_encoders(shared.encoders.clone());
     let health = ctx.health.register(component);
     let consumer = PartitionConsumer::new(settings, sink, health, ctx.metrics.clone());
-    tasks.spawn(consumer.run(stop.clone()));
+    tasks.spawn(consumer.run(shared.stop.clone()));
 }

@@ -8,6 +8,7 @@ use std::{
 
 use sightline_db::{ArchiveFlushState, ArchiveLedger};
 use sightline_lake::ObjectStore;
+use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
@@ -31,6 +32,8 @@ pub struct ArchiveSink<B: Archived> {
     lake: Arc<dyn ObjectStore>,
     settings: ArchiveConfig,
     metrics: StreamMetrics,
+    /// Permits to encode, shared by the archive sinks of a process.
+    encoders: Arc<Semaphore>,
     /// Accepted batches, each batch id once.
     buffer: Vec<B>,
     ids: HashSet<String>,
@@ -40,7 +43,8 @@ pub struct ArchiveSink<B: Archived> {
 }
 
 impl<B: Archived> ArchiveSink<B> {
-    /// The sink of `queue` (the ledger's name for it), writing to `lake`.
+    /// The sink of `queue` (the ledger's name for it), writing to `lake`, encoding whenever it
+    /// flushes (see [`ArchiveSink::with_encoders`]).
     pub fn new(
         queue: String,
         ledger: Arc<dyn ArchiveLedger>,
@@ -54,12 +58,21 @@ impl<B: Archived> ArchiveSink<B> {
             lake,
             settings,
             metrics,
+            encoders: Arc::new(Semaphore::new(1)),
             buffer: Vec::new(),
             ids: HashSet::new(),
             events: 0,
             bytes: 0,
             last_prune: None,
         }
+    }
+
+    /// Shares `encoders` with other sinks: a flush encodes only while it holds one of its
+    /// permits, so the sinks of a process encode at most that many flushes at once and leave
+    /// the other cores to the rest of the process (the rollup group, taking messages).
+    pub fn with_encoders(mut self, encoders: Arc<Semaphore>) -> Self {
+        self.encoders = encoders;
+        self
     }
 
     fn clear(&mut self) {
@@ -134,14 +147,25 @@ impl<B: Archived> ArchiveSink<B> {
         Ok(())
     }
 
-    /// The buffer's objects, encoded on a blocking thread: a flush's Parquet and zstd take tens
-    /// of milliseconds, which on a runtime worker would stall the other queues' consumers (and
-    /// their acknowledgements) behind it. The buffer is shared with that thread, not moved, so it
-    /// is still here if encoding panics or the task never runs.
+    /// The buffer's objects, encoded on a blocking thread once an encoder permit is free: a
+    /// flush's Parquet and zstd take up to a core for tenths of a second, which on a runtime
+    /// worker would stall the other queues' consumers (and their acknowledgements) behind it.
+    /// The permit goes with the thread, so it is held for as long as the encoding runs. The
+    /// buffer is shared with that thread, not moved, so it is still here if encoding panics or
+    /// the task never runs.
     async fn encode(&mut self) -> Result<Vec<(String, prost::bytes::Bytes)>, SinkError> {
+        let permit = Arc::clone(&self.encoders)
+            .acquire_owned()
+            .await
+            .map_err(|_| SinkError::Lake("the encoders are closed".into()))?;
         let shared = Arc::new(std::mem::take(&mut self.buffer));
         let batches = Arc::clone(&shared);
-        let encoded = tokio::task::spawn_blocking(move || B::objects(&batches)).await;
+        let encoded = tokio::task::spawn_blocking(move || {
+            let objects = B::objects(&batches);
+            drop(permit);
+            objects
+        })
+        .await;
         self.buffer = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
         match encoded {
             Ok(objects) => Ok(objects?),
@@ -321,6 +345,7 @@ mod tests {
                 max_buffered_events: max_events,
                 max_buffered_bytes: max_bytes,
                 ledger_retention_hours: 1,
+                encoders: 1,
             },
             StreamMetrics::register(&sightline_kit::telemetry::Metrics::new()),
         )
@@ -388,6 +413,32 @@ mod tests {
         assert_eq!((s.buffer.len(), s.buffered_events()), (1, 3));
         s.reset();
         assert_eq!((s.buffer.len(), s.buffered_events()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_flush_encodes_only_while_it_holds_an_encoder_permit() {
+        let encoders = Arc::new(Semaphore::new(1));
+        let mut s = sink(100, 1 << 20).with_encoders(encoders.clone());
+        s.accept(incoming(&batch("a", 3, 0), Some("a"), None))
+            .unwrap();
+        // Another sink's flush is encoding.
+        let busy = encoders.clone().acquire_owned().await.unwrap();
+        {
+            let mut encode = std::pin::pin!(s.encode());
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_millis(200), &mut encode).await;
+            assert!(waited.is_err(), "encoded while no permit was free");
+            drop(busy);
+            let objects = encode.await.unwrap();
+            assert_eq!(objects.len(), 1, "one tenant and hour, one object");
+        }
+        assert_eq!(encoders.available_permits(), 1, "the permit was given back");
+        assert_eq!(
+            s.buffered_events(),
+            3,
+            "the buffer stays until the flush is stored"
+        );
+        assert_eq!(s.buffer.len(), 1);
     }
 
     #[test]

@@ -57,10 +57,15 @@ const IDLE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 /// Starts one consumer per rollup partition queue.
 pub(crate) fn start(ctx: &Context, tasks: &mut JoinSet<()>, stop: CancellationToken) {
     let topology = ctx.config.broker.topology();
-    for partition in 0..ctx.config.broker.partitions {
+    let partitions = ctx.config.broker.partitions;
+    for partition in 0..partitions {
         let queue = topology.partition_queue(ROLLUP, partition);
-        let settings =
-            ctx.consumer_settings(ROLLUP, queue, ctx.config.stream.rollup.flush_interval_ms);
+        let settings = ctx.consumer_settings(
+            ROLLUP,
+            queue,
+            ctx.config.stream.rollup.flush_interval_ms,
+            (partition, partitions),
+        );
         let sink = RollupSink::new(
             partition,
             ctx.store.pool().clone(),
