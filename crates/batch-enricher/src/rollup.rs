@@ -276,9 +276,14 @@ pub async fn close_site_day(
     .bind(revision)
     .execute(&mut **tx)
     .await?;
+    // The day is past: the change counts for readers of ended hours too.
     sightline_db::rollup::record_change(
         tx,
-        &[(site.tenant_id, site.site_id)],
+        &[sightline_db::rollup::SiteChange {
+            tenant_id: site.tenant_id,
+            site_id: site.site_id,
+            earliest_bucket_us: site.starts_us,
+        }],
         sightline_db::rollup::BATCH_WRITER,
     )
     .await?;

@@ -12,7 +12,7 @@ use crate::{
     QueryError,
     cache::{AnswerCache, AnswerKey, Cacheable, Turn},
     calendar::{self, Interval, Limits, MINUTE_US, Part, Plan, Window},
-    closed::ClosedSums,
+    closed::{self, ClosedSums},
     measure::{Metric, Totals, values},
     request::{self, Selection},
     sites::Site,
@@ -74,8 +74,9 @@ impl Reader {
     }
 
     /// The sums of `rows` over every part of `parts` together (see [`Snapshot::sums`]), read in
-    /// `snapshot` on what `look` shows. The batch layer's parts come from the closed-day sums
-    /// when they hold them, and are kept there when read.
+    /// `snapshot` on what `look` shows. The settled pieces of the parts (closed days, ended
+    /// hours: [`closed::settled`]) come from the kept sums when they hold them, and are kept
+    /// there when read.
     async fn sums(
         &self,
         snapshot: &mut Snapshot,
@@ -83,17 +84,22 @@ impl Reader {
         rows: &Rows<'_>,
         parts: &[Part],
     ) -> Result<Vec<RowSum>, QueryError> {
-        let closed = self.closed.as_deref();
         let mut kept: Vec<Arc<[RowSum]>> = Vec::new();
-        let mut unread: Vec<Part> = Vec::with_capacity(parts.len());
+        // What to read, and whether to keep it.
+        let mut unread: Vec<(Part, bool)> = Vec::with_capacity(parts.len() + 1);
         for part in parts {
-            match closed.filter(|_| part.layer == Layer::Batch) {
-                Some(cache) => match cache.get(rows, part, look) {
+            let Some(cache) = self.closed.as_deref() else {
+                unread.push((*part, false));
+                continue;
+            };
+            let split = closed::settled(part, look);
+            if let Some(settled) = split.settled {
+                match cache.get(rows, &settled, look) {
                     Some(sums) => kept.push(sums),
-                    None => unread.push(*part),
-                },
-                None => unread.push(*part),
+                    None => unread.push((settled, true)),
+                }
             }
+            unread.extend(split.live.map(|live| (live, false)));
         }
         let mut groups: HashMap<(i64, String), Totals> = HashMap::new();
         let mut add = |sum: RowSum| {
@@ -102,9 +108,10 @@ impl Reader {
                 .or_default()
                 .add(sum.totals);
         };
-        let read = snapshot.sums(rows, &unread).await?;
-        for (part, sums) in unread.iter().zip(read) {
-            match closed.filter(|_| part.layer == Layer::Batch) {
+        let to_read: Vec<Part> = unread.iter().map(|(part, _)| *part).collect();
+        let read = snapshot.sums(rows, &to_read).await?;
+        for ((part, keep), sums) in unread.iter().zip(read) {
+            match self.closed.as_deref().filter(|_| *keep) {
                 Some(cache) => kept.push(cache.insert(rows, part, look, sums)?),
                 None => sums.into_iter().for_each(&mut add),
             }

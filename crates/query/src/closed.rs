@@ -1,13 +1,23 @@
-//! Sums of the batch layer's rows, kept while the batch layer leaves the site alone.
+//! Sums of rows that no longer change, kept while their writers leave them alone: the batch
+//! layer's closed days, and the speed layer's hours that ended a while ago.
 //!
 //! The batch layer writes a site's rows only when it closes one of its days (or closes it again,
 //! at a new revision), and it raises its own counter in `rollup_versions` in the same transaction
 //! (`sightline_db::rollup::BATCH_WRITER`, read as [`Look::batch_version`]). So the sums of a
 //! batch part of a plan (a range of closed days or hours) are the same for every answer read
-//! while that counter and the part's closures stay, whatever else the answer asks and however often the speed layer
-//! flushes. An answer over the last 30 days reads 29 closed days and today: with the closed part
-//! kept here, summed and with its visitor sketches united into one per bucket and value, what is
-//! left to read and unite is the speed layer's part.
+//! while that counter and the part's closures stay, whatever else the answer asks and however
+//! often the speed layer flushes.
+//!
+//! The speed layer writes the current hour on every flush, and an ended hour only for late
+//! events. A write to an hour that ended ten minutes or more before raises the site's
+//! `past_changes` (`migrations/0011_rollup_past_changes.sql`, read as [`Look::past_version`]),
+//! so the speed rows of the hours settled by [`Look::settled_until_us`] are the same while that
+//! counter stays. [`settled`] splits a speed part there: its settled hours are kept here, and
+//! only its last hour or two are read again after each flush.
+//!
+//! An answer over the last 30 days reads 29 closed days and today: with the closed part and
+//! today's settled hours kept here, summed and with their visitor sketches united into one per
+//! bucket and value, what is left to read and unite is the speed layer's recent hours.
 //!
 //! This differs from the answer cache ([`crate::cache`]), which keeps whole answers until any
 //! writer changes the site (the speed layer does about once a second under live traffic):
@@ -18,7 +28,7 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use quick_cache::{Weighter, sync::Cache};
-use sightline_db::rollup::{Dimension, Granularity};
+use sightline_db::rollup::{Dimension, Granularity, Layer};
 
 use crate::{
     QueryError,
@@ -26,7 +36,40 @@ use crate::{
     store::{Look, RowSum, Rows},
 };
 
-/// What the sums of one batch part rest on.
+/// A part split where its rows stop changing: `settled` can be kept here, `live` must be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    /// The part's rows that change only with [`Look::batch_version`] (batch parts) or
+    /// [`Look::past_version`] (speed hours settled by [`Look::settled_until_us`]).
+    pub settled: Option<Part>,
+    /// The rest: the speed layer's recent hours.
+    pub live: Option<Part>,
+}
+
+/// `part` split at what `look` shows settled: a batch part is settled whole; a speed part up to
+/// [`Look::settled_until_us`] (an hour boundary, so minute and hour rows split alike).
+pub fn settled(part: &Part, look: &Look) -> Split {
+    if part.layer == Layer::Batch {
+        return Split {
+            settled: Some(*part),
+            live: None,
+        };
+    }
+    let until = look.settled_until_us();
+    let piece = |lo_us: i64, hi_us: i64| {
+        (lo_us < hi_us).then_some(Part {
+            lo_us,
+            hi_us,
+            ..*part
+        })
+    };
+    Split {
+        settled: piece(part.lo_us, part.hi_us.min(until)),
+        live: piece(part.lo_us.max(until), part.hi_us),
+    }
+}
+
+/// What the sums of one settled part rest on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ClosedKey {
     tenant_id: i64,
@@ -34,10 +77,13 @@ struct ClosedKey {
     dimension: Dimension,
     value: Option<String>,
     by_value: bool,
+    layer: Layer,
     granularity: Granularity,
     lo_us: i64,
     hi_us: i64,
-    batch_version: i64,
+    /// The counter that changes with the part's rows: the batch layer's for its parts, the
+    /// changes to ended hours for the speed layer's.
+    version: i64,
 }
 
 impl ClosedKey {
@@ -48,10 +94,14 @@ impl ClosedKey {
             dimension: rows.dimension,
             value: rows.value.map(str::to_owned),
             by_value: rows.by_value,
+            layer: part.layer,
             granularity: part.granularity,
             lo_us: part.lo_us,
             hi_us: part.hi_us,
-            batch_version: look.batch_version,
+            version: match part.layer {
+                Layer::Batch => look.batch_version,
+                Layer::Speed => look.past_version,
+            },
         }
     }
 }
@@ -86,7 +136,7 @@ impl Weighter<ClosedKey, Entry> for ByBytes {
 /// Bytes a kept row is counted for beyond its value and sketches (the struct, the map).
 const ROW_OVERHEAD: u64 = 96;
 
-/// Summed batch parts by what they rest on, bounded by their size.
+/// Summed settled parts by what they rest on, bounded by their size.
 pub struct ClosedSums {
     entries: Cache<ClosedKey, Entry, ByBytes>,
     hits: Counter,
@@ -95,7 +145,7 @@ pub struct ClosedSums {
 
 impl ClosedSums {
     /// A cache of about `bytes` of sums; `None` when `bytes` is 0 (every part is read). `hits`
-    /// and `misses` count the batch parts found here and those read from the database.
+    /// and `misses` count the settled parts found here and those read from the database.
     pub fn new(bytes: u64, hits: Counter, misses: Counter) -> Option<Self> {
         (bytes > 0).then(|| Self {
             // A guess of the entry count only sizes the first allocation.
@@ -111,7 +161,7 @@ impl ClosedSums {
         })
     }
 
-    /// The kept sums of `part` (a batch part) for `rows`, read on what `look` shows.
+    /// The kept sums of `part` (settled, see [`settled`]) for `rows`, read on what `look` shows.
     pub fn get(&self, rows: &Rows<'_>, part: &Part, look: &Look) -> Option<Arc<[RowSum]>> {
         let found = self
             .entries
@@ -157,5 +207,90 @@ impl ClosedSums {
             },
         );
         Ok(sums)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Marks;
+
+    const HOUR_US: i64 = 3_600_000_000;
+
+    fn look_at(now_us: i64) -> Look {
+        Look {
+            closures: Vec::new(),
+            marks: Marks::default(),
+            version: 0,
+            batch_version: 0,
+            past_version: 0,
+            now_us,
+        }
+    }
+
+    fn part(layer: Layer, granularity: Granularity, lo_us: i64, hi_us: i64) -> Part {
+        Part {
+            layer,
+            granularity,
+            lo_us,
+            hi_us,
+        }
+    }
+
+    #[test]
+    fn speed_parts_split_where_their_hours_settle() {
+        // 10:20: ten minutes after an hour ends it counts as past for writers, five more for
+        // readers, so hours until 10:00 are settled, and at 10:14 only those until 09:00.
+        let day = 1_000 * 24 * HOUR_US;
+        let look = look_at(day + 10 * HOUR_US + 20 * 60_000_000);
+        assert_eq!(look.settled_until_us(), day + 10 * HOUR_US);
+        assert_eq!(
+            look_at(day + 10 * HOUR_US + 14 * 60_000_000).settled_until_us(),
+            day + 9 * HOUR_US
+        );
+
+        let today = part(Layer::Speed, Granularity::Hour, day, day + 24 * HOUR_US);
+        assert_eq!(
+            settled(&today, &look),
+            Split {
+                settled: Some(part(
+                    Layer::Speed,
+                    Granularity::Hour,
+                    day,
+                    day + 10 * HOUR_US
+                )),
+                live: Some(part(
+                    Layer::Speed,
+                    Granularity::Hour,
+                    day + 10 * HOUR_US,
+                    day + 24 * HOUR_US
+                )),
+            }
+        );
+        // Minutes of an ended hour (a time zone half an hour off UTC) are settled whole.
+        let minutes = part(
+            Layer::Speed,
+            Granularity::Minute,
+            day + 8 * HOUR_US + HOUR_US / 2,
+            day + 9 * HOUR_US,
+        );
+        assert_eq!(settled(&minutes, &look).settled, Some(minutes));
+        assert_eq!(settled(&minutes, &look).live, None);
+        // The current hour is live whole.
+        let recent = part(
+            Layer::Speed,
+            Granularity::Hour,
+            day + 10 * HOUR_US,
+            day + 11 * HOUR_US,
+        );
+        assert_eq!(settled(&recent, &look).settled, None);
+        // Batch parts are settled whatever the clock says.
+        let batch = part(
+            Layer::Batch,
+            Granularity::Day,
+            day + 24 * HOUR_US,
+            day + 48 * HOUR_US,
+        );
+        assert_eq!(settled(&batch, &look).settled, Some(batch));
     }
 }

@@ -77,8 +77,8 @@ pub struct QueryConfig {
     pub max_page_size: u32,
     /// Memory for answers kept while the site's rollups are unchanged, MiB; 0 turns it off.
     pub answer_cache_mib: u64,
-    /// Memory for the sums of closed days, kept while the batch layer leaves the site alone,
-    /// MiB; 0 turns it off.
+    /// Memory for the sums of rows that no longer change (days the batch layer closed, hours
+    /// that ended a while ago), kept while their writers leave them alone, MiB; 0 turns it off.
     pub closed_sums_cache_mib: u64,
     /// Time in-flight calls get after SIGTERM.
     pub shutdown_grace_ms: u64,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::TryStreamExt;
-use sightline_db::rollup::{BATCH_WRITER, Dimension};
+use sightline_db::rollup::{self, BATCH_WRITER, Dimension, Granularity};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::{
@@ -106,12 +106,16 @@ fn marks_of(speed: Option<DateTime<Utc>>, batch: Option<DateTime<Utc>>) -> Marks
     }
 }
 
-// The site's rollup version: the sum of its writers' change counters (migration 0009); and the
-// batch writer's own counter.
+// The site's rollup version: the sum of its writers' change counters (migration 0009); the
+// batch writer's own counter; the sum of the changes to ended hours (migration 0011); and the
+// database's clock.
 const VERSIONS: &str = "(SELECT coalesce(sum(changes), 0)::bigint FROM rollup_versions \
     WHERE tenant_id = $1 AND site_id = $2), \
     (SELECT coalesce(sum(changes), 0)::bigint FROM rollup_versions \
-    WHERE tenant_id = $1 AND site_id = $2 AND writer = $6)";
+    WHERE tenant_id = $1 AND site_id = $2 AND writer = $6), \
+    (SELECT coalesce(sum(past_changes), 0)::bigint FROM rollup_versions \
+    WHERE tenant_id = $1 AND site_id = $2), \
+    statement_timestamp()";
 
 /// What answers over a window rest on besides the rows: which days the batch layer closed,
 /// the watermarks, and the site's rollup version.
@@ -126,6 +130,22 @@ pub struct Look {
     /// Grows with every commit of the batch layer that changes the site's rollups (a day
     /// closed, or closed again): the batch layer's rows are what they were while it stays.
     pub batch_version: i64,
+    /// Grows with every commit that writes an hour of the site long after it ended (a late
+    /// event, a closure): the rows of hours settled by [`Look::settled_until_us`] are what they
+    /// were while it stays.
+    pub past_version: i64,
+    /// The database's clock when this was read, µs.
+    pub now_us: i64,
+}
+
+impl Look {
+    /// Hours that ended before this (a UTC hour boundary) are settled: a write to them raises
+    /// [`Look::past_version`]. Writers count a change as past once the hour ended
+    /// `SETTLED_AFTER_US` before; the margin covers a writer's commit after its clock reading.
+    pub fn settled_until_us(&self) -> i64 {
+        Granularity::Hour
+            .truncate_us(self.now_us - rollup::SETTLED_AFTER_US - rollup::SETTLED_MARGIN_US)
+    }
 }
 
 /// The site's closures overlapping `window` (`[from_us, to_us)`; none without a window), the
@@ -142,6 +162,8 @@ pub async fn look<'c>(
         Option<DateTime<Utc>>,
         i64,
         i64,
+        i64,
+        DateTime<Utc>,
         Vec<NaiveDate>,
         Vec<DateTime<Utc>>,
         Vec<DateTime<Utc>>,
@@ -158,7 +180,7 @@ pub async fn look<'c>(
     );
     let (from_us, to_us) = window.unwrap_or((0, 0));
     // Built from constants only; every input is a bind parameter.
-    let (speed, batch, version, batch_version, days, starts, ends, revisions): Found =
+    let (speed, batch, version, batch_version, past_version, now, days, starts, ends, revisions): Found =
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(tenant_id)
             .bind(site_id)
@@ -185,6 +207,8 @@ pub async fn look<'c>(
         marks: marks_of(speed, batch),
         version,
         batch_version,
+        past_version,
+        now_us: now.timestamp_micros(),
     })
 }
 

@@ -147,26 +147,61 @@ impl Layer {
 /// are its partitions, from 0).
 pub const BATCH_WRITER: i32 = -1;
 
+/// How long after its UTC hour ended a bucket counts as past: a write to it then raises the
+/// site's `past_changes` (`migrations/0011_rollup_past_changes.sql`). Readers treat an hour as
+/// settled only a margin after this ([`SETTLED_MARGIN_US`]).
+pub const SETTLED_AFTER_US: i64 = 10 * 60 * 1_000_000;
+
+/// What a reader adds to [`SETTLED_AFTER_US`] before it relies on `past_changes` for an hour:
+/// room for a writer's transaction between its check of the clock and its commit.
+pub const SETTLED_MARGIN_US: i64 = 5 * 60 * 1_000_000;
+
+/// A site whose rollups a transaction changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SiteChange {
+    /// The site's tenant.
+    pub tenant_id: i64,
+    /// The site.
+    pub site_id: i64,
+    /// The start of the earliest bucket the transaction writes for the site, µs.
+    pub earliest_bucket_us: i64,
+}
+
 /// Records that these sites' rollups changed, inside the transaction that changed them
 /// (`migrations/0009_rollup_versions.sql`): every writer of `rollups` calls it, so that readers
-/// caching answers (the query service) see the change. `sites` are (tenant, site) pairs.
+/// caching answers (the query service) see the change. A site whose earliest bucket's UTC hour
+/// ended [`SETTLED_AFTER_US`] or more before the database's clock also counts a change to the
+/// past (`migrations/0011_rollup_past_changes.sql`). Call it as the transaction's last
+/// statement: the clock is read here, and the margin readers keep covers the time to commit.
 pub async fn record_change(
     conn: &mut sqlx::PgConnection,
-    sites: &[(i64, i64)],
+    changes: &[SiteChange],
     writer: i32,
 ) -> sqlx::Result<()> {
-    let mut sites = sites.to_vec();
-    sites.sort_unstable();
-    sites.dedup();
+    // One row per site, with its earliest bucket.
+    let mut changes = changes.to_vec();
+    changes.sort_unstable();
+    changes.dedup_by_key(|c| (c.tenant_id, c.site_id));
+    let settled_from: Vec<chrono::DateTime<chrono::Utc>> = changes
+        .iter()
+        .map(|c| {
+            let hour_end = Granularity::Hour.truncate_us(c.earliest_bucket_us) + 3_600_000_000;
+            chrono::DateTime::from_timestamp_micros(hour_end.saturating_add(SETTLED_AFTER_US))
+                .unwrap_or_default()
+        })
+        .collect();
     sqlx::query(
-        "INSERT INTO rollup_versions (tenant_id, site_id, writer, changes) \
-         SELECT t, s, $3, 1 FROM unnest($1::bigint[], $2::bigint[]) AS u(t, s) \
+        "INSERT INTO rollup_versions (tenant_id, site_id, writer, changes, past_changes) \
+         SELECT t, s, $3, 1, (past <= statement_timestamp())::int \
+         FROM unnest($1::bigint[], $2::bigint[], $4::timestamptz[]) AS u(t, s, past) \
          ON CONFLICT (tenant_id, site_id, writer) \
-         DO UPDATE SET changes = rollup_versions.changes + 1",
+         DO UPDATE SET changes = rollup_versions.changes + 1, \
+           past_changes = rollup_versions.past_changes + excluded.past_changes",
     )
-    .bind(sites.iter().map(|s| s.0).collect::<Vec<_>>())
-    .bind(sites.iter().map(|s| s.1).collect::<Vec<_>>())
+    .bind(changes.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
+    .bind(changes.iter().map(|c| c.site_id).collect::<Vec<_>>())
     .bind(writer)
+    .bind(settled_from)
     .execute(conn)
     .await?;
     Ok(())

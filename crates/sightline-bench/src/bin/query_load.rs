@@ -408,7 +408,13 @@ async fn main() -> anyhow::Result<()> {
                 tick.tick().await;
                 let changed = async {
                     let mut conn = pool.acquire().await?;
-                    sightline_db::rollup::record_change(&mut conn, &[(tenant, site)], 0).await
+                    // A live flush writes the current minute.
+                    let change = sightline_db::rollup::SiteChange {
+                        tenant_id: tenant,
+                        site_id: site,
+                        earliest_bucket_us: chrono::Utc::now().timestamp_micros(),
+                    };
+                    sightline_db::rollup::record_change(&mut conn, &[change], 0).await
                 };
                 if let Err(error) = changed.await {
                     eprintln!("raising the site's version failed: {error}");

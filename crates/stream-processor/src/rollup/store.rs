@@ -5,7 +5,7 @@
 //! visitors have one writer: the queue's single active consumer.
 
 use chrono::{DateTime, Utc};
-use sightline_db::rollup::{Dimension, Granularity, Layer};
+use sightline_db::rollup::{Dimension, Granularity, Layer, SiteChange};
 use sqlx::{PgPool, Row};
 
 use super::{
@@ -271,12 +271,6 @@ pub async fn commit(pool: &PgPool, c: Commit<'_>) -> Result<(), CommitError> {
         .bind(c.shard)
         .execute(&mut *tx)
         .await?;
-
-        let sites: Vec<(i64, i64)> = rows
-            .iter()
-            .map(|r| (r.key.tenant_id, r.key.site_id))
-            .collect();
-        sightline_db::rollup::record_change(&mut tx, &sites, c.shard).await?;
     }
 
     match &c.visitors {
@@ -331,6 +325,20 @@ pub async fn commit(pool: &PgPool, c: Commit<'_>) -> Result<(), CommitError> {
         .bind(i32::try_from(hours).unwrap_or(i32::MAX))
         .execute(&mut *tx)
         .await?;
+    }
+
+    // Last, so that the clock it reads for late changes is as near the commit as can be.
+    if !c.rows.is_empty() {
+        let sites: Vec<SiteChange> = c
+            .rows
+            .iter()
+            .map(|r| SiteChange {
+                tenant_id: r.key.tenant_id,
+                site_id: r.key.site_id,
+                earliest_bucket_us: r.key.bucket_us,
+            })
+            .collect();
+        sightline_db::rollup::record_change(&mut tx, &sites, c.shard).await?;
     }
 
     tx.commit().await?;
