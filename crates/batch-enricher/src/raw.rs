@@ -356,8 +356,9 @@ impl Spill {
 }
 
 /// The DataFusion part: window filter, dedupe, sort. The SQL sees only the key columns and
-/// each row's index, so its repartitions and sorts move a few narrow columns; the rows
-/// themselves are copied once, in the order it returns.
+/// each row's index across `batches`, so its repartitions and sorts move a few narrow columns;
+/// the rows themselves are read once, into events, in the order it returns, straight from the
+/// batches as they came from the spill (neither gathered into one batch nor taken into another).
 async fn dedupe(
     batches: Vec<RecordBatch>,
     tenant_id: i64,
@@ -367,11 +368,20 @@ async fn dedupe(
     if batches.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = concat_batches(&raw_event_schema(), &batches)?;
-    drop(batches);
-    let keys = key_columns(&rows)?;
+    // The index of the first row of each batch.
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut keys = Vec::with_capacity(batches.len());
+    let mut next = 0u32;
+    for batch in &batches {
+        starts.push(next);
+        keys.push(key_columns(batch, next)?);
+        next = u32::try_from(batch.num_rows())
+            .ok()
+            .and_then(|rows| next.checked_add(rows))
+            .ok_or_else(|| BatchError::Invalid("a chunk of more than 2^32 rows".into()))?;
+    }
     let ctx = SessionContext::new();
-    let table = MemTable::try_new(keys.schema(), vec![vec![keys]])?;
+    let table = MemTable::try_new(keys[0].schema(), vec![keys])?;
     ctx.register_table("raw", Arc::new(table))?;
     let window = format!(
         "tenant_id = {tenant_id} AND CAST(\"timestamp\" AS BIGINT) >= {from_us} \
@@ -389,22 +399,24 @@ async fn dedupe(
     );
     let order = ctx.sql(&sql).await?.collect().await?;
     drop(ctx);
-    let mut indices = Vec::with_capacity(order.iter().map(RecordBatch::num_rows).sum());
+    let mut rows = Vec::with_capacity(order.iter().map(RecordBatch::num_rows).sum());
     for batch in &order {
         let column = batch
             .column(0)
             .as_primitive_opt::<UInt32Type>()
             .ok_or_else(|| BatchError::Invalid("dedupe: row indices of a wrong type".into()))?;
-        indices.extend(column.values().iter().copied());
+        for &idx in column.values() {
+            let b = starts.partition_point(|&start| start <= idx) - 1;
+            rows.push((b, (idx - starts[b]) as usize));
+        }
     }
-    let unique = take_record_batch(&rows, &UInt32Array::from(indices))?;
-    drop(rows);
-    events_of(&unique)
+    sightline_lake::parquet::events_at(&batches, rows)
+        .map_err(|e| BatchError::Invalid(format!("raw events: {e}")))
 }
 
-/// The columns dedupe and sort look at, and each row's index in `rows` (`idx`); the key
-/// columns are shared with `rows`, not copied.
-fn key_columns(rows: &RecordBatch) -> Result<RecordBatch, BatchError> {
+/// The columns dedupe and sort look at, and each row's index across the chunk's batches
+/// (`idx`, from `first`); the key columns are shared with `rows`, not copied.
+fn key_columns(rows: &RecordBatch, first: u32) -> Result<RecordBatch, BatchError> {
     let count = u32::try_from(rows.num_rows())
         .map_err(|_| BatchError::Invalid("a chunk of more than 2^32 rows".into()))?;
     let mut fields = Vec::new();
@@ -426,7 +438,9 @@ fn key_columns(rows: &RecordBatch) -> Result<RecordBatch, BatchError> {
         columns.push(rows.column(i).clone());
     }
     fields.push(Field::new("idx", DataType::UInt32, false));
-    columns.push(Arc::new(UInt32Array::from_iter_values(0..count)));
+    columns.push(Arc::new(UInt32Array::from_iter_values(
+        first..first.saturating_add(count),
+    )));
     Ok(RecordBatch::try_new(
         Arc::new(Schema::new(fields)),
         columns,

@@ -7,7 +7,7 @@ use std::{
 
 use arrow::{
     array::{
-        ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray,
+        Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray,
         TimestampMicrosecondArray,
     },
     datatypes::{Int64Type, SchemaRef, TimestampMicrosecondType},
@@ -259,61 +259,146 @@ pub fn events_from_parquet(bytes: Bytes) -> Result<Vec<Event>, LakeError> {
 /// The events of a batch with the raw-event columns (a file's, or a query's over raw files),
 /// in row order. Columns are found by name; others are ignored.
 pub fn events_from_record_batch(batch: &RecordBatch) -> Result<Vec<Event>, LakeError> {
-    let c = Columns(batch);
-    let mut out = Vec::with_capacity(batch.num_rows());
-    let mut message_id = c.str("message_id")?.into_iter();
-    let tenant_id = c.i64("tenant_id")?;
-    let site_id = c.i64("site_id")?;
-    let types = c.str("type")?;
-    let mut name = c.str("name")?.into_iter();
-    let mut anonymous_id = c.str("anonymous_id")?.into_iter();
-    let mut user_id = c.str("user_id")?.into_iter();
-    let mut visitor_id = c.str("visitor_id")?.into_iter();
-    let timestamp = c.ts("timestamp")?;
-    let original = c.ts("original_timestamp")?;
-    let sent_at = c.ts("sent_at")?;
-    let received_at = c.ts("received_at")?;
-    let mut ip = c.str("ip_truncated")?.into_iter();
-    let mut ua = c.str("user_agent")?.into_iter();
-    let mut url = c.str("page_url")?.into_iter();
-    let mut referrer = c.str("page_referrer")?.into_iter();
-    let mut title = c.str("page_title")?.into_iter();
-    let mut locale = c.str("locale")?.into_iter();
-    let mut group_id = c.str("group_id")?.into_iter();
-    let mut previous_id = c.str("previous_id")?.into_iter();
-    let mut context = c.str("context")?.into_iter();
-    let mut properties = c.str("properties")?.into_iter();
-    let mut traits = c.str("traits")?.into_iter();
-    for i in 0..batch.num_rows() {
+    let rows = RawRows::of(batch)?;
+    Ok((0..batch.num_rows()).map(|row| rows.event(row)).collect())
+}
+
+/// The events at `rows` (batch index, row index) of `batches`, all with the raw-event columns,
+/// in the order of `rows`: a selection and reordering of rows across batches, read straight
+/// into events without first gathering the rows into one batch.
+pub fn events_at(
+    batches: &[RecordBatch],
+    rows: impl IntoIterator<Item = (usize, usize)>,
+) -> Result<Vec<Event>, LakeError> {
+    let columns = batches
+        .iter()
+        .map(RawRows::of)
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(batch, row)| {
+            columns
+                .get(batch)
+                .filter(|c| row < c.len)
+                .map(|c| c.event(row))
+                .ok_or_else(|| LakeError::Schema(format!("no row {row} in batch {batch}")))
+        })
+        .collect()
+}
+
+/// The raw-event columns of one batch, typed once so that each row is read without looking
+/// them up again.
+struct RawRows<'a> {
+    len: usize,
+    message_id: &'a StringArray,
+    tenant_id: &'a Int64Array,
+    site_id: &'a Int64Array,
+    event_type: &'a StringArray,
+    name: &'a StringArray,
+    anonymous_id: &'a StringArray,
+    user_id: &'a StringArray,
+    visitor_id: &'a StringArray,
+    timestamp: &'a TimestampMicrosecondArray,
+    original_timestamp: &'a TimestampMicrosecondArray,
+    sent_at: &'a TimestampMicrosecondArray,
+    received_at: &'a TimestampMicrosecondArray,
+    ip_truncated: &'a StringArray,
+    user_agent: &'a StringArray,
+    page_url: &'a StringArray,
+    page_referrer: &'a StringArray,
+    page_title: &'a StringArray,
+    locale: &'a StringArray,
+    group_id: &'a StringArray,
+    previous_id: &'a StringArray,
+    context: &'a StringArray,
+    properties: &'a StringArray,
+    traits: &'a StringArray,
+}
+
+impl<'a> RawRows<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Self, LakeError> {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| LakeError::Schema(format!("missing column {name}")))
+        };
+        let text = |name: &str| {
+            column(name)?
+                .as_string_opt::<i32>()
+                .ok_or_else(|| LakeError::Schema(format!("{name} is not Utf8")))
+        };
+        let int = |name: &str| {
+            column(name)?
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| LakeError::Schema(format!("{name} is not Int64")))
+        };
+        let time = |name: &str| {
+            column(name)?
+                .as_primitive_opt::<TimestampMicrosecondType>()
+                .ok_or_else(|| LakeError::Schema(format!("{name} is not Timestamp(µs)")))
+        };
+        Ok(Self {
+            len: batch.num_rows(),
+            message_id: text("message_id")?,
+            tenant_id: int("tenant_id")?,
+            site_id: int("site_id")?,
+            event_type: text("type")?,
+            name: text("name")?,
+            anonymous_id: text("anonymous_id")?,
+            user_id: text("user_id")?,
+            visitor_id: text("visitor_id")?,
+            timestamp: time("timestamp")?,
+            original_timestamp: time("original_timestamp")?,
+            sent_at: time("sent_at")?,
+            received_at: time("received_at")?,
+            ip_truncated: text("ip_truncated")?,
+            user_agent: text("user_agent")?,
+            page_url: text("page_url")?,
+            page_referrer: text("page_referrer")?,
+            page_title: text("page_title")?,
+            locale: text("locale")?,
+            group_id: text("group_id")?,
+            previous_id: text("previous_id")?,
+            context: text("context")?,
+            properties: text("properties")?,
+            traits: text("traits")?,
+        })
+    }
+
+    /// Row `row` (below `len`) as an event; nulls read as empty.
+    fn event(&self, row: usize) -> Event {
+        let text =
+            |a: &'a StringArray| -> &'a str { if a.is_null(row) { "" } else { a.value(row) } };
+        let int = |a: &Int64Array| if a.is_null(row) { 0 } else { a.value(row) };
+        let time = |a: &TimestampMicrosecondArray| if a.is_null(row) { 0 } else { a.value(row) };
+        let json = |a: &'a StringArray| Bytes::copy_from_slice(text(a).as_bytes());
         let mut e = Event {
-            message_id: message_id.next().unwrap_or_default(),
-            tenant_id: tenant_id[i],
-            site_id: site_id[i],
-            name: name.next().unwrap_or_default(),
-            anonymous_id: anonymous_id.next().unwrap_or_default(),
-            user_id: user_id.next().unwrap_or_default(),
-            visitor_id: visitor_id.next().unwrap_or_default(),
-            timestamp_us: timestamp[i],
-            original_timestamp_us: original[i],
-            sent_at_us: sent_at[i],
-            received_at_us: received_at[i],
-            ip_truncated: ip.next().unwrap_or_default(),
-            user_agent: ua.next().unwrap_or_default(),
-            page_url: url.next().unwrap_or_default(),
-            page_referrer: referrer.next().unwrap_or_default(),
-            page_title: title.next().unwrap_or_default(),
-            locale: locale.next().unwrap_or_default(),
-            group_id: group_id.next().unwrap_or_default(),
-            previous_id: previous_id.next().unwrap_or_default(),
-            context_json: context.next().unwrap_or_default().into_bytes().into(),
-            properties_json: properties.next().unwrap_or_default().into_bytes().into(),
-            traits_json: traits.next().unwrap_or_default().into_bytes().into(),
+            message_id: text(self.message_id).to_owned(),
+            tenant_id: int(self.tenant_id),
+            site_id: int(self.site_id),
+            name: text(self.name).to_owned(),
+            anonymous_id: text(self.anonymous_id).to_owned(),
+            user_id: text(self.user_id).to_owned(),
+            visitor_id: text(self.visitor_id).to_owned(),
+            timestamp_us: time(self.timestamp),
+            original_timestamp_us: time(self.original_timestamp),
+            sent_at_us: time(self.sent_at),
+            received_at_us: time(self.received_at),
+            ip_truncated: text(self.ip_truncated).to_owned(),
+            user_agent: text(self.user_agent).to_owned(),
+            page_url: text(self.page_url).to_owned(),
+            page_referrer: text(self.page_referrer).to_owned(),
+            page_title: text(self.page_title).to_owned(),
+            locale: text(self.locale).to_owned(),
+            group_id: text(self.group_id).to_owned(),
+            previous_id: text(self.previous_id).to_owned(),
+            context_json: json(self.context),
+            properties_json: json(self.properties),
+            traits_json: json(self.traits),
             ..Default::default()
         };
-        e.set_type(event_type_from_name(&types[i]));
-        out.push(e);
+        e.set_type(event_type_from_name(text(self.event_type)));
+        e
     }
-    Ok(out)
 }
 
 /// The invalid events of an error Parquet file, in file order.
@@ -388,6 +473,22 @@ mod tests {
         events[1].set_type(EventType::Alias);
         let bytes = events_to_parquet(&events).unwrap();
         assert_eq!(events_from_parquet(bytes).unwrap(), events);
+    }
+
+    #[test]
+    fn rows_of_several_batches_are_read_in_the_order_asked() {
+        let events: Vec<Event> = (0..5).map(full_event).collect();
+        let first = events_to_record_batch(&events[..2]).unwrap();
+        let second = events_to_record_batch(&events[2..]).unwrap();
+        let batches = [first, second];
+        let picked = events_at(&batches, [(1, 2), (0, 0), (1, 0), (0, 1)]).unwrap();
+        let expected = [&events[4], &events[0], &events[2], &events[1]];
+        assert_eq!(picked.iter().collect::<Vec<_>>(), expected);
+        assert!(
+            events_at(&batches, [(0, 2)]).is_err(),
+            "no third row in the first batch"
+        );
+        assert!(events_at(&batches, [(2, 0)]).is_err(), "no third batch");
     }
 
     #[test]
