@@ -373,12 +373,13 @@ async fn dedupe(
     let mut keys = Vec::with_capacity(batches.len());
     let mut next = 0u32;
     for batch in &batches {
-        starts.push(next);
-        keys.push(key_columns(batch, next)?);
-        next = u32::try_from(batch.num_rows())
+        let end = u32::try_from(batch.num_rows())
             .ok()
             .and_then(|rows| next.checked_add(rows))
             .ok_or_else(|| BatchError::Invalid("a chunk of more than 2^32 rows".into()))?;
+        starts.push(next);
+        keys.push(key_columns(batch, next..end)?);
+        next = end;
     }
     let ctx = SessionContext::new();
     let table = MemTable::try_new(keys[0].schema(), vec![keys])?;
@@ -415,10 +416,9 @@ async fn dedupe(
 }
 
 /// The columns dedupe and sort look at, and each row's index across the chunk's batches
-/// (`idx`, from `first`); the key columns are shared with `rows`, not copied.
-fn key_columns(rows: &RecordBatch, first: u32) -> Result<RecordBatch, BatchError> {
-    let count = u32::try_from(rows.num_rows())
-        .map_err(|_| BatchError::Invalid("a chunk of more than 2^32 rows".into()))?;
+/// (`idx`, the values of `indices`, one per row); the key columns are shared with `rows`, not
+/// copied.
+fn key_columns(rows: &RecordBatch, indices: Range<u32>) -> Result<RecordBatch, BatchError> {
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
     for name in [
@@ -438,9 +438,7 @@ fn key_columns(rows: &RecordBatch, first: u32) -> Result<RecordBatch, BatchError
         columns.push(rows.column(i).clone());
     }
     fields.push(Field::new("idx", DataType::UInt32, false));
-    columns.push(Arc::new(UInt32Array::from_iter_values(
-        first..first.saturating_add(count),
-    )));
+    columns.push(Arc::new(UInt32Array::from_iter_values(indices)));
     Ok(RecordBatch::try_new(
         Arc::new(Schema::new(fields)),
         columns,
