@@ -40,6 +40,14 @@ fn watermark(marks: Marks) -> pb::Watermark {
     }
 }
 
+/// The kept answer of `key` when it was computed on what `now` shows, with `now`'s watermark.
+fn fresh<T: Cacheable>(cache: &AnswerCache, key: &AnswerKey, now: &Look) -> Option<T> {
+    cache.get::<T>(key, now).map(|mut answer| {
+        answer.set_watermark(watermark(now.marks));
+        answer
+    })
+}
+
 /// What the answer cache has for a request.
 enum Lookup<'a, T> {
     /// The answer, still what computing it would give.
@@ -143,8 +151,9 @@ impl Reader {
 
     /// The cached answer of `key` when the site's rollups and the closures over `window` are
     /// still what it was computed on (one statement), with the watermark read now. Otherwise
-    /// the turn to compute it: when another request is computing the same answer, this waits
-    /// for it and looks again, so concurrent requests compute each answer once.
+    /// the turn to compute it; when another request holds that turn, the previous answer with
+    /// its own watermark if it may be given ([`AnswerCache::previous`]), else the turn once the
+    /// other is done and this one still finds no answer (so each answer is computed once).
     async fn cached<T: Cacheable>(
         &self,
         key: Option<&AnswerKey>,
@@ -155,35 +164,48 @@ impl Reader {
         let (Some(cache), Some(key)) = (self.answers.as_deref(), key) else {
             return Ok(Lookup::Compute(None));
         };
-        if let Some(hit) = self.kept(cache, key, site_id, site, window).await? {
-            cache.count(true);
-            return Ok(Lookup::Hit(hit));
+        if let Some(now) = self.look_if_held(cache, key, site, site_id, window).await? {
+            if let Some(hit) = fresh(cache, key, &now) {
+                return Ok(Lookup::Hit(hit));
+            }
+            if let Some(turn) = cache.try_turn(key) {
+                // Kept by whoever held the turn since this looked?
+                if let Some(hit) = fresh(cache, key, &now) {
+                    return Ok(Lookup::Hit(hit));
+                }
+                cache.count_computed();
+                return Ok(Lookup::Compute(Some(turn)));
+            }
+            if let Some(previous) = cache.previous(key, &now) {
+                return Ok(Lookup::Hit(previous));
+            }
         }
         let turn = cache.turn(key).await;
-        let kept = self.kept(cache, key, site_id, site, window).await?;
-        cache.count(kept.is_some());
-        match kept {
-            Some(hit) => Ok(Lookup::Hit(hit)),
-            None => Ok(Lookup::Compute(Some(turn))),
+        if let Some(now) = self.look_if_held(cache, key, site, site_id, window).await?
+            && let Some(hit) = fresh(cache, key, &now)
+        {
+            return Ok(Lookup::Hit(hit));
         }
+        cache.count_computed();
+        Ok(Lookup::Compute(Some(turn)))
     }
 
-    async fn kept<T: Cacheable>(
+    /// What the site's rollups rest on now, when the cache holds an answer of `key` (fresh or
+    /// not): only then is checking it worth a statement.
+    async fn look_if_held(
         &self,
         cache: &AnswerCache,
         key: &AnswerKey,
-        site_id: i64,
         site: &Site,
+        site_id: i64,
         window: Option<(i64, i64)>,
-    ) -> Result<Option<T>, QueryError> {
+    ) -> Result<Option<Look>, QueryError> {
         if !cache.holds(key) {
             return Ok(None);
         }
-        let now = store::look(&self.pool, site.tenant_id, site_id, window).await?;
-        Ok(cache.get::<T>(key, &now).map(|mut answer| {
-            answer.set_watermark(watermark(now.marks));
-            answer
-        }))
+        Ok(Some(
+            store::look(&self.pool, site.tenant_id, site_id, window).await?,
+        ))
     }
 
     /// Keeps `answer` of `key`, computed on `basis`.

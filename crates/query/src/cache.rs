@@ -12,14 +12,24 @@
 //! A dashboard that many people open, or that refreshes every few seconds, asks the same
 //! questions over and over; between two of the speed layer's flushes for the site (and for days
 //! the batch layer closed, between two closures) each is computed once. Requests that find the
-//! same answer missing or stale at the same time do not all compute it: they take turns on the
-//! key ([`AnswerCache::turn`]), and those that wait look again once the first has kept its
-//! answer. Without that, every flush of a busy site would start as many computations of each
-//! question as there are requests in flight, and the service would fall behind.
+//! same answer missing or stale at the same time do not all compute it: one takes the key's
+//! turn ([`AnswerCache::turn`]) and computes. Without that, every flush of a busy site would
+//! start as many computations of each question as there are requests in flight, and the service
+//! would fall behind.
+//!
+//! The others do not wait for it either, when they need not: while one request computes an
+//! answer anew, the rest are given the previous answer ([`AnswerCache::previous`]), with the
+//! watermark it was computed with, so its figures are exactly as complete as it says. That is
+//! allowed only while the closures it rests on still hold (once the batch layer closed a day, no
+//! answer shows that day's speed figures again) and while the answer is recent
+//! (`query.previous_answer_max_age_ms`); otherwise they wait for the turn and look again. A
+//! request that finds no other computing computes itself, so a caller that asks after a change
+//! it knows of (and nobody else is asking) gets the change.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
 };
 
 use prometheus_client::metrics::counter::Counter;
@@ -43,6 +53,21 @@ pub trait Cacheable: Message + Clone + Sized {
     fn from_answer(answer: Answer) -> Option<Self>;
     /// Replaces its watermark.
     fn set_watermark(&mut self, watermark: pb::Watermark);
+}
+
+/// What [`AnswerCache::new`] is given.
+pub struct CacheSettings {
+    /// About how many bytes of answers to keep; 0 turns caching off.
+    pub bytes: u64,
+    /// How recent a previous answer must be to be given while another request computes the
+    /// new one; zero: never given, requests wait for the new one.
+    pub previous_max_age: Duration,
+    /// Requests answered from the cache, with the watermark read now.
+    pub hits: Counter,
+    /// Requests given the previous answer while another computed the new one.
+    pub previous: Counter,
+    /// Requests that computed their answer.
+    pub misses: Counter,
 }
 
 /// Every kind of cached answer.
@@ -110,7 +135,9 @@ impl AnswerKey {
 struct Entry {
     closures: Vec<Closure>,
     version: i64,
+    /// As computed: its watermark is the one it was computed with.
     answer: Answer,
+    computed_at: Instant,
     weight: u64,
 }
 
@@ -128,7 +155,9 @@ pub struct AnswerCache {
     entries: Cache<AnswerKey, Arc<Entry>, ByBytes>,
     /// A lock per key being computed, while anyone holds or waits for it.
     turns: Mutex<HashMap<AnswerKey, Arc<tokio::sync::Mutex<()>>>>,
+    previous_max_age: Duration,
     hits: Counter,
+    previous: Counter,
     misses: Counter,
 }
 
@@ -158,9 +187,15 @@ impl Drop for Turn<'_> {
 const ENTRY_OVERHEAD: u64 = 256;
 
 impl AnswerCache {
-    /// A cache of about `bytes` of answers; `None` when `bytes` is 0 (caching off). `hits` and
-    /// `misses` count the requests answered from it and those that computed their answer.
-    pub fn new(bytes: u64, hits: Counter, misses: Counter) -> Option<Self> {
+    /// A cache of `settings.bytes` of answers; `None` when that is 0 (caching off).
+    pub fn new(settings: CacheSettings) -> Option<Self> {
+        let CacheSettings {
+            bytes,
+            previous_max_age,
+            hits,
+            previous,
+            misses,
+        } = settings;
         (bytes > 0).then(|| Self {
             // A guess of the entry count only sizes the first allocation.
             entries: Cache::with_weighter(
@@ -169,7 +204,9 @@ impl AnswerCache {
                 ByBytes,
             ),
             turns: Mutex::new(HashMap::new()),
+            previous_max_age,
             hits,
+            previous,
             misses,
         })
     }
@@ -180,12 +217,16 @@ impl AnswerCache {
         self.turns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The lock of `key`'s turn, made when nobody holds it.
+    fn turn_lock(&self, key: &AnswerKey) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(self.turns().entry(key.clone()).or_default())
+    }
+
     /// Waits until no other request computes `key`'s answer, and returns the right to compute
     /// it, held until the [`Turn`] is dropped (after [`AnswerCache::insert`]). Whoever waited
     /// looks in the cache again before computing: usually the answer is there.
     pub async fn turn(&self, key: &AnswerKey) -> Turn<'_> {
-        let lock = Arc::clone(self.turns().entry(key.clone()).or_default());
-        let guard = lock.lock_owned().await;
+        let guard = self.turn_lock(key).lock_owned().await;
         Turn {
             cache: self,
             key: key.clone(),
@@ -193,23 +234,47 @@ impl AnswerCache {
         }
     }
 
+    /// The right to compute `key`'s answer, when no other request holds it (then the map
+    /// keeps the lock for its holder, who tidies it).
+    pub fn try_turn(&self, key: &AnswerKey) -> Option<Turn<'_>> {
+        let guard = self.turn_lock(key).try_lock_owned().ok()?;
+        Some(Turn {
+            cache: self,
+            key: key.clone(),
+            guard: Some(guard),
+        })
+    }
+
     /// Whether `key` has an entry (fresh or not): only then is checking it worth a statement.
     pub fn holds(&self, key: &AnswerKey) -> bool {
         self.entries.peek(key).is_some()
     }
 
-    /// The answer of `key` when it was computed on what `now` shows.
+    /// The answer of `key` when it was computed on what `now` shows (its watermark is the
+    /// caller's to set: the rows are what they were, the marks may have moved).
     pub fn get<T: Cacheable>(&self, key: &AnswerKey, now: &Look) -> Option<T> {
         let entry = self
             .entries
             .get(key)
             .filter(|e| e.version == now.version && e.closures == now.closures)?;
+        self.hits.inc();
         T::from_answer(entry.answer.clone())
     }
 
-    /// Counts one request's lookup: answered from the cache, or computed.
-    pub fn count(&self, hit: bool) {
-        if hit { &self.hits } else { &self.misses }.inc();
+    /// The answer of `key` as it was computed, with its own watermark, when the closures of
+    /// `now` are those it was computed on and it is at most `query.previous_answer_max_age_ms`
+    /// old: what a request is given while another computes the new answer.
+    pub fn previous<T: Cacheable>(&self, key: &AnswerKey, now: &Look) -> Option<T> {
+        let entry = self.entries.get(key).filter(|e| {
+            e.closures == now.closures && e.computed_at.elapsed() <= self.previous_max_age
+        })?;
+        self.previous.inc();
+        T::from_answer(entry.answer.clone())
+    }
+
+    /// Counts a request that computes its answer.
+    pub fn count_computed(&self) {
+        self.misses.inc();
     }
 
     /// Keeps `answer` of `key`, computed on what `basis` shows.
@@ -219,6 +284,7 @@ impl AnswerCache {
             closures: basis.closures.clone(),
             version: basis.version,
             answer: answer.clone().into_answer(),
+            computed_at: Instant::now(),
             weight,
         };
         self.entries.insert(key, Arc::new(entry));

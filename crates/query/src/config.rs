@@ -77,6 +77,9 @@ pub struct QueryConfig {
     pub max_page_size: u32,
     /// Memory for answers kept while the site's rollups are unchanged, MiB; 0 turns it off.
     pub answer_cache_mib: u64,
+    /// While one call computes an answer anew, the others for it are given the previous one
+    /// (with its own watermark) when it is at most this old, ms; 0: they wait for the new one.
+    pub previous_answer_max_age_ms: u64,
     /// Memory for the sums of rows that no longer change (days the batch layer closed, hours
     /// that ended a while ago), kept while their writers leave them alone, MiB; 0 turns it off.
     pub closed_sums_cache_mib: u64,

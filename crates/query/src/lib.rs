@@ -40,8 +40,15 @@ pub use config::Config;
 pub use error::QueryError;
 
 use crate::{
-    answers::Reader, auth::Authenticator, cache::AnswerCache, calendar::Limits, closed::ClosedSums,
-    metrics::QueryMetrics, service::QueryService, sites::SiteDirectory, sql::SqlEngine,
+    answers::Reader,
+    auth::Authenticator,
+    cache::{AnswerCache, CacheSettings},
+    calendar::Limits,
+    closed::ClosedSums,
+    metrics::QueryMetrics,
+    service::QueryService,
+    sites::SiteDirectory,
+    sql::SqlEngine,
 };
 
 /// How often idle tokens' rate state is forgotten.
@@ -93,11 +100,13 @@ pub async fn run(
                 days: q.max_range_days,
             },
             q.max_page_size,
-            AnswerCache::new(
-                q.answer_cache_mib * 1024 * 1024,
-                metrics.answer_cache_hits.clone(),
-                metrics.answer_cache_misses.clone(),
-            ),
+            AnswerCache::new(CacheSettings {
+                bytes: q.answer_cache_mib * 1024 * 1024,
+                previous_max_age: Duration::from_millis(q.previous_answer_max_age_ms),
+                hits: metrics.answer_cache_hits.clone(),
+                previous: metrics.answer_cache_previous.clone(),
+                misses: metrics.answer_cache_misses.clone(),
+            }),
             ClosedSums::new(
                 q.closed_sums_cache_mib * 1024 * 1024,
                 metrics.closed_sums_hits.clone(),

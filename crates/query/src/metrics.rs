@@ -33,6 +33,8 @@ pub struct QueryMetrics {
     pub sql_rows: Counter,
     /// Answers served from the answer cache.
     pub answer_cache_hits: Counter,
+    /// Previous answers given while another call computed the new one.
+    pub answer_cache_previous: Counter,
     /// Cacheable answers computed (not held, or held but stale).
     pub answer_cache_misses: Counter,
     /// Batch parts of answers summed from the closed-day sums.
@@ -53,6 +55,7 @@ impl QueryMetrics {
             }),
             sql_rows: Counter::default(),
             answer_cache_hits: Counter::default(),
+            answer_cache_previous: Counter::default(),
             answer_cache_misses: Counter::default(),
             closed_sums_hits: Counter::default(),
             closed_sums_misses: Counter::default(),
@@ -78,6 +81,11 @@ impl QueryMetrics {
                 "answer_cache_hits",
                 "Time series, breakdowns and aggregates served from the answer cache",
                 m.answer_cache_hits.clone(),
+            );
+            r.register(
+                "answer_cache_previous",
+                "Previous answers (with their own watermark) given while another call computed the new one",
+                m.answer_cache_previous.clone(),
             );
             r.register(
                 "answer_cache_misses",

@@ -1,6 +1,7 @@
-//! Answers kept between identical requests are never stale: once the speed layer commits a
-//! change to the site's rollups, the next answer is computed afresh, and it equals what a
-//! service without the cache answers.
+//! Answers kept between identical requests are never passed off as current when stale: once
+//! the speed layer commits a change to the site's rollups, the next answer is computed afresh,
+//! and it equals what a service without the cache answers. While that computation runs, other
+//! calls are given the previous answer with its own watermark, never across a closure.
 
 mod support;
 
@@ -83,6 +84,36 @@ fn pageview(world: &World, id: &str, at_us: i64, path: &str) -> Event {
         page_url: format!("https://shop.example.com{path}"),
         ..Event::default()
     }
+}
+
+/// Holds an exclusive lock on `rollups` until dropped: a call that reads rollup rows waits
+/// for it, while the statement that checks a kept answer (closures, versions, watermarks) does
+/// not.
+async fn lock_rollups(world: &World) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = world.store.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE rollups IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// Waits until the service counts `computed` answers computed (a call has taken the turn).
+async fn until_computed(running: &Running, computed: f64) {
+    for _ in 0..200 {
+        if cache_counts(running).await.1 >= computed {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no call took the turn to compute");
+}
+
+/// The answer cache's previous answers given, from the service's `/metrics`.
+async fn previous_given(running: &Running) -> f64 {
+    let (status, body) = http::get(running.admin, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    http::sample(&body, "sightline_query_answer_cache_previous_total")
 }
 
 /// The answer cache's (hits, misses) from the service's `/metrics`.
@@ -352,4 +383,109 @@ async fn requests_that_miss_the_same_answer_together_compute_it_once() {
         (7.0, 1.0),
         "one caller computed the answer; the seven others were given the one it kept"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_one_call_computes_a_changed_answer_the_others_get_the_previous_one() {
+    let world = World::new().await;
+    world.roll_up().await;
+    // Previous answers of up to a minute, so that the time the flush takes does not matter.
+    let running = Running::start(
+        &world.database_url,
+        &[(
+            "SIGHTLINE__QUERY__PREVIOUS_ANSWER_MAX_AGE_MS".into(),
+            "60000".into(),
+        )],
+    )
+    .await;
+    let waiting = Running::start(
+        &world.database_url,
+        &[(
+            "SIGHTLINE__QUERY__PREVIOUS_ANSWER_MAX_AGE_MS".into(),
+            "0".into(),
+        )],
+    )
+    .await;
+    let site = &world.utc;
+    let (first, last) = span(site);
+    let request = pb::TimeseriesRequest {
+        site_id: site.id,
+        metrics: names(&["pageviews", "visitors"]),
+        interval: "day".into(),
+        range: dates(first, last),
+        ..Default::default()
+    };
+    let token = world.acme_token.clone();
+    let (client, client_waiting) = (running.client().await, waiting.client().await);
+    let ask = |client: &QueryClient<Channel>| {
+        let (mut client, token, request) = (client.clone(), token.clone(), request.clone());
+        tokio::spawn(async move { timeseries(&mut client, &token, request).await })
+    };
+    let before = ask(&client).await.unwrap();
+    assert_eq!(before, ask(&client_waiting).await.unwrap());
+
+    // A flush commits a pageview; reading rows is held up, so the call that computes the
+    // changed answer cannot finish.
+    let now = chrono::Utc::now().timestamp_micros();
+    world
+        .roll_up_events(vec![pageview(&world, "previous", now - MINUTE_US, "/new")])
+        .await;
+    let lock = lock_rollups(&world).await;
+    let computing = ask(&client);
+    until_computed(&running, 2.0).await;
+    let computing_waiting = ask(&client_waiting);
+    until_computed(&waiting, 2.0).await;
+
+    // The others are given the previous answer, watermark and all, while the lock holds.
+    let meanwhile = tokio::time::timeout(std::time::Duration::from_secs(10), ask(&client))
+        .await
+        .expect("a call given the previous answer does not wait for the computing one")
+        .unwrap();
+    assert_eq!(
+        meanwhile, before,
+        "the previous answer, with the watermark it was computed with"
+    );
+    assert_eq!(previous_given(&running).await, 1.0);
+    // Without previous answers, they wait for the new one.
+    let other_waiting = ask(&client_waiting);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !other_waiting.is_finished(),
+        "with previous answers off, a call waits for the one computing"
+    );
+
+    drop(lock);
+    let after = computing.await.unwrap();
+    assert_eq!(pageviews_of(&after), pageviews_of(&before) + 1.0);
+    for call in [computing_waiting, other_waiting] {
+        assert_eq!(
+            call.await.unwrap(),
+            after,
+            "the waiting calls get the new answer"
+        );
+    }
+    assert_eq!(ask(&client).await.unwrap(), after, "the new answer is kept");
+
+    // Once the batch layer closed a day the previous answer covers, it is not given again:
+    // the day's figures switch layer once for every caller.
+    let (closed, _) = span(site);
+    close_day(&world, closed, Some((1, 500, 40))).await;
+    let lock = lock_rollups(&world).await;
+    let computing = ask(&client);
+    until_computed(&running, 3.0).await;
+    let other = ask(&client);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !other.is_finished(),
+        "no previous answer across a closure: the call waits for the new one"
+    );
+    drop(lock);
+    let closed_answer = computing.await.unwrap();
+    assert!(closed_answer.buckets[0].is_final, "the closed day is final");
+    assert_eq!(other.await.unwrap(), closed_answer);
+    assert_eq!(previous_given(&running).await, 1.0);
+
+    running.stop().await;
+    waiting.stop().await;
+    world.finish().await;
 }

@@ -47,7 +47,9 @@ struct Cli {
     /// Distinct pages per day.
     #[arg(long, default_value_t = 100)]
     pages: usize,
-    /// Hours of today with speed rows; by default the hours begun so far (UTC).
+    /// Hours of today with speed rows; by default, and at most, the hours begun so far (UTC).
+    /// Rows of hours still to come would be read as the live part of every answer, which no
+    /// real speed layer holds.
     #[arg(long)]
     open_hours: Option<i64>,
     /// Concurrent clients (each waits for its answer before the next call).
@@ -76,6 +78,11 @@ struct Cli {
     /// closed day's rows. By default the service's own default.
     #[arg(long)]
     closed_sums_cache_mib: Option<u64>,
+    /// `query.previous_answer_max_age_ms`: while one call computes a changed answer, the
+    /// others get the previous one if it is this recent; 0 makes them wait. By default the
+    /// service's own default.
+    #[arg(long)]
+    previous_answer_max_age_ms: Option<u64>,
     /// Raise the site's rollup version this often, ms, as the stream processor's flushes do
     /// under live traffic (no rows change): kept answers go stale at that pace. 0: never.
     #[arg(long, default_value_t = 0)]
@@ -90,6 +97,7 @@ struct Report {
     open_hours: i64,
     answer_cache_mib: Option<u64>,
     closed_sums_cache_mib: Option<u64>,
+    previous_answer_max_age_ms: Option<u64>,
     flush_every_ms: u64,
     /// The open loop's scheduled rate; `None` for a closed loop.
     rate: Option<f64>,
@@ -112,11 +120,17 @@ fn sketch(prefix: &str, n: usize) -> Vec<u8> {
 }
 
 /// Hours of today with speed rows: `--open-hours`, else those begun so far.
-fn open_hours(cli: &Cli) -> i64 {
+fn open_hours(cli: &Cli) -> anyhow::Result<i64> {
     let now = chrono::Utc::now().timestamp_micros();
-    cli.open_hours
-        .unwrap_or((now % DAY_US) / HOUR_US + 1)
-        .clamp(0, 24)
+    let begun = (now % DAY_US) / HOUR_US + 1;
+    match cli.open_hours {
+        None => Ok(begun),
+        Some(hours) if (0..=begun).contains(&hours) => Ok(hours),
+        Some(hours) => anyhow::bail!(
+            "--open-hours {hours}: {begun} hours of today (UTC) have begun; rows of hours to \
+             come are not what a speed layer holds"
+        ),
+    }
 }
 
 /// A year of batch rows and closures, today's speed rows, and the partitions' watermarks.
@@ -308,7 +322,7 @@ async fn main() -> anyhow::Result<()> {
             "bench",
         )
         .await?;
-    let hours = open_hours(&cli);
+    let hours = open_hours(&cli)?;
     seed(&store, tenant, site, &cli, hours).await?;
 
     let mut env: HashMap<String, String> = [
@@ -323,6 +337,12 @@ async fn main() -> anyhow::Result<()> {
     .collect();
     if let Some(mib) = cli.answer_cache_mib {
         env.insert("SIGHTLINE__QUERY__ANSWER_CACHE_MIB".into(), mib.to_string());
+    }
+    if let Some(ms) = cli.previous_answer_max_age_ms {
+        env.insert(
+            "SIGHTLINE__QUERY__PREVIOUS_ANSWER_MAX_AGE_MS".into(),
+            ms.to_string(),
+        );
     }
     if let Some(mib) = cli.closed_sums_cache_mib {
         env.insert(
@@ -510,6 +530,7 @@ async fn main() -> anyhow::Result<()> {
         open_hours: hours,
         answer_cache_mib: cli.answer_cache_mib,
         closed_sums_cache_mib: cli.closed_sums_cache_mib,
+        previous_answer_max_age_ms: cli.previous_answer_max_age_ms,
         flush_every_ms: cli.flush_every_ms,
         rate: cli.rate,
         queries_per_sec: (ts.len() + bd.len()) as f64 / seconds,
