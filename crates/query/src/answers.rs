@@ -164,7 +164,7 @@ impl Reader {
         let (Some(cache), Some(key)) = (self.answers.as_deref(), key) else {
             return Ok(Lookup::Compute(None));
         };
-        if let Some(now) = self.look_if_held(cache, key, site, site_id, window).await? {
+        if let Some(now) = self.look_if_held(cache, key, site_id, site, window).await? {
             if let Some(hit) = fresh(cache, key, &now) {
                 return Ok(Lookup::Hit(hit));
             }
@@ -181,7 +181,7 @@ impl Reader {
             }
         }
         let turn = cache.turn(key).await;
-        if let Some(now) = self.look_if_held(cache, key, site, site_id, window).await?
+        if let Some(now) = self.look_if_held(cache, key, site_id, site, window).await?
             && let Some(hit) = fresh(cache, key, &now)
         {
             return Ok(Lookup::Hit(hit));
@@ -196,8 +196,8 @@ impl Reader {
         &self,
         cache: &AnswerCache,
         key: &AnswerKey,
-        site: &Site,
         site_id: i64,
+        site: &Site,
         window: Option<(i64, i64)>,
     ) -> Result<Option<Look>, QueryError> {
         if !cache.holds(key) {

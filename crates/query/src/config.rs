@@ -117,6 +117,11 @@ impl QueryConfig {
         Duration::from_millis(self.token_cache_ttl_ms)
     }
 
+    /// How recent a previous answer given during a computation must be.
+    pub fn previous_answer_max_age(&self) -> Duration {
+        Duration::from_millis(self.previous_answer_max_age_ms)
+    }
+
     /// Every problem with this section.
     pub fn validate(&self) -> Problems {
         let mut p = Problems::new();

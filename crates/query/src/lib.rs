@@ -102,7 +102,7 @@ pub async fn run(
             q.max_page_size,
             AnswerCache::new(CacheSettings {
                 bytes: q.answer_cache_mib * 1024 * 1024,
-                previous_max_age: Duration::from_millis(q.previous_answer_max_age_ms),
+                previous_max_age: q.previous_answer_max_age(),
                 hits: metrics.answer_cache_hits.clone(),
                 previous: metrics.answer_cache_previous.clone(),
                 misses: metrics.answer_cache_misses.clone(),

@@ -109,6 +109,12 @@ async fn until_computed(running: &Running, computed: f64) {
     panic!("no call took the turn to compute");
 }
 
+/// Asserts that `call` has not finished 300 ms on: it waits for the call computing.
+async fn assert_waits<T>(call: &tokio::task::JoinHandle<T>, why: &str) {
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!call.is_finished(), "{why}");
+}
+
 /// The answer cache's previous answers given, from the service's `/metrics`.
 async fn previous_given(running: &Running) -> f64 {
     let (status, body) = http::get(running.admin, "/metrics").await.unwrap();
@@ -448,11 +454,11 @@ async fn while_one_call_computes_a_changed_answer_the_others_get_the_previous_on
     assert_eq!(previous_given(&running).await, 1.0);
     // Without previous answers, they wait for the new one.
     let other_waiting = ask(&client_waiting);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !other_waiting.is_finished(),
-        "with previous answers off, a call waits for the one computing"
-    );
+    assert_waits(
+        &other_waiting,
+        "with previous answers off, a call waits for the one computing",
+    )
+    .await;
 
     drop(lock);
     let after = computing.await.unwrap();
@@ -474,11 +480,11 @@ async fn while_one_call_computes_a_changed_answer_the_others_get_the_previous_on
     let computing = ask(&client);
     until_computed(&running, 3.0).await;
     let other = ask(&client);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !other.is_finished(),
-        "no previous answer across a closure: the call waits for the new one"
-    );
+    assert_waits(
+        &other,
+        "no previous answer across a closure: the call waits for the new one",
+    )
+    .await;
     drop(lock);
     let closed_answer = computing.await.unwrap();
     assert!(closed_answer.buckets[0].is_final, "the closed day is final");
