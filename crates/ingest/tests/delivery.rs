@@ -150,6 +150,9 @@ async fn a_broker_outage_under_load_loses_no_acknowledged_event() {
     let ingest = Arc::new(
         TestIngest::start_with(Options {
             amqp_url: Some(proxy.amqp_url()),
+            // The default cap (5 s) lets one retry land up to 5 s after the broker is back;
+            // with a short cap, "ready again" measures the reconnection, not the backoff.
+            env: vec![("SIGHTLINE__BROKER__RECONNECT_BACKOFF_MAX_MS", "400".into())],
             ..Default::default()
         })
         .await,

@@ -104,7 +104,8 @@ pub struct RollupConfig {
     /// How long processed batch ids are remembered.
     pub batch_id_retention_hours: u64,
     /// Visitor states go to the partition's log on each flush and to the `rollup_visitors`
-    /// snapshot every this many flushes (`migrations/0010_rollup_visitor_log.sql`).
+    /// snapshot, written beside the flushes, every this many flushes
+    /// (`migrations/0010_rollup_visitor_log.sql`, `rollup::store::write_snapshot`).
     pub visitor_snapshot_flushes: u64,
 }
 

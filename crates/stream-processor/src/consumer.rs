@@ -145,6 +145,7 @@ impl<S: Sink> PartitionConsumer<S> {
                     }
                 }
             }
+            self.sink.close().await;
             info!("stopped");
         }
         .instrument(span)

@@ -96,4 +96,7 @@ pub trait Sink: Send + 'static {
     async fn idle(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// The consumer stops: finish any work the sink runs beside its flushes.
+    async fn close(&mut self) {}
 }

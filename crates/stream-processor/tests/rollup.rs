@@ -792,3 +792,96 @@ async fn a_flush_counts_only_the_events_it_rolls_up() {
     assert_eq!(sink.flush().await.unwrap(), 0, "a batch counted before");
     world.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_snapshot_being_written_holds_no_flush_back() {
+    use stream_processor::{
+        config::RollupConfig,
+        metrics::StreamMetrics,
+        rollup::RollupSink,
+        sink::{Incoming, Sink as _},
+    };
+    let world = World::new().await;
+    let events = traffic(&world);
+    let want = expected(&events);
+    let batches = batches(&events, 5);
+    let mine: Vec<&EventBatch> = batches.iter().filter(|b| b.partition == 0).collect();
+    assert!(mine.len() >= 3, "partition 0 has {} batches", mine.len());
+
+    // A snapshot that cannot write: another transaction holds a lock on the snapshot table
+    // that lets reads through and makes every write wait.
+    let mut blocker = world.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE rollup_visitors IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+
+    let mut sink = RollupSink::new(
+        0,
+        world.pool.clone(),
+        std::sync::Arc::new(sightline_event::Enricher::new().unwrap()),
+        RollupConfig {
+            flush_interval_ms: 200,
+            max_buffered_events: 100_000,
+            late_event_max_age_secs: 86_400,
+            batch_id_retention_hours: 168,
+            // A snapshot after every flush: the first one starts at once and stays blocked.
+            visitor_snapshot_flushes: 1,
+        },
+        StreamMetrics::register(&sightline_kit::telemetry::Metrics::new()),
+    );
+    for batch in &mine {
+        let payload = batch.encode_to_vec();
+        sink.accept(Incoming {
+            message_id: Some(&batch.batch_id),
+            kind: Some("sightline.events.v1.EventBatch"),
+            redelivered: false,
+            payload: &payload,
+        })
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), sink.flush())
+            .await
+            .expect("a flush does not wait for the snapshot being written")
+            .unwrap();
+    }
+    assert_eq!(world.processed_batches().await, mine.len() as i64);
+    let count = |sql: &'static str| {
+        let pool = world.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let log = "SELECT count(*) FROM rollup_visitor_log WHERE shard = 0";
+    let snapshot = "SELECT count(*) FROM rollup_visitors WHERE shard = 0";
+    let logged = count(log).await;
+    assert!(
+        logged >= mine.len() as i64,
+        "one log entry a flush: {logged}"
+    );
+    assert_eq!(count(snapshot).await, 0, "the snapshot is still waiting");
+
+    // The lock goes; closing the sink waits for its snapshot, which replaces the entries it
+    // covers (the first flush's; later flushes did not start another while it was written).
+    blocker.commit().await.unwrap();
+    sink.close().await;
+    assert!(count(snapshot).await > 0, "the snapshot was written");
+    assert_eq!(
+        count(log).await,
+        logged,
+        "the covered entry is kept, emptied; the later ones stay"
+    );
+    drop(sink);
+
+    // The next consumer resumes from the snapshot and the log after it: figures exact.
+    let running = Running::start(&world, &world.database_url).await;
+    for batch in &batches {
+        world.publish(batch).await;
+    }
+    world.wait_for_batches(batches.len() as i64).await;
+    assert_figures(&actual(&world.pool, world.tenant_id).await, &want);
+    running.stop().await;
+    world.finish().await;
+}

@@ -7,6 +7,13 @@
 //! also records the batch ids. Messages are acknowledged after that commit, so a crash at any
 //! point replays from the last commit and counts nothing twice.
 //!
+//! Visitor states go to the partition's log, one entry a flush in the flush's transaction; every
+//! `stream.rollup.visitor_snapshot_flushes` flushes, the states changed since the last snapshot
+//! are written to `rollup_visitors` in a transaction of their own, beside the flushes
+//! ([`store::write_snapshot`]), and replace the log entries they cover. A snapshot rewrites
+//! thousands of rows; in the flush's transaction it held the partition's events back for a
+//! second or more each minute, which was most of the end-to-end freshness tail.
+//!
 //! The partition's consumer is the only writer of its rows (one row per shard, see
 //! `migrations/0002_rollups.sql`) and of its visitors, so caches of visitor states and row
 //! sketches stay exact between flushes and are updated only after a commit: a failed flush
@@ -19,6 +26,7 @@ pub mod store;
 
 use std::{collections::HashSet, sync::Arc};
 
+use futures_util::FutureExt as _;
 use prost::Message as _;
 use sightline_db::rollup::Granularity;
 use sightline_event::{Enricher, SESSION_TIMEOUT_US, VisitorSketch};
@@ -38,7 +46,7 @@ use crate::{
 use aggregate::{FastMap, FastSet, FoldSettings};
 pub use fact::Fact;
 use state::{Visitor, visitor_hash};
-use store::{Commit, CommitError, RowWrite, SketchCache, SketchKey, VisitorWrite};
+use store::{Commit, CommitError, RowWrite, SketchCache, SketchKey, Snapshot, SnapshotRow};
 
 /// The protobuf type name of partition messages.
 pub const EVENT_BATCH: &str = "sightline.events.v1.EventBatch";
@@ -79,6 +87,19 @@ pub(crate) fn start(ctx: &Context, tasks: &mut JoinSet<()>, stop: CancellationTo
     }
 }
 
+/// A snapshot's outcome, with the visitors it held: they go back to `logged` when it was not
+/// written, so the next snapshot takes them.
+struct SnapshotDone {
+    visitors: Vec<u128>,
+    written: Result<bool, String>,
+}
+
+/// The earliest event time of the visitors a partition keeps, at event-time watermark
+/// `watermark_us`: older ones' visits are over.
+fn expire_before(watermark_us: i64) -> i64 {
+    watermark_us.saturating_sub(SESSION_TIMEOUT_US + VISITOR_GRACE_US)
+}
+
 /// One decoded message.
 struct Buffered {
     batch_id: String,
@@ -98,8 +119,12 @@ pub struct RollupSink {
     visitors: FastMap<u128, Visitor>,
     /// Visitors whose committed state is in the partition's log, not yet in the snapshot.
     logged: FastSet<u128>,
-    /// Flushes since the last snapshot of visitor states.
+    /// Flushes since the last snapshot of visitor states was started.
     since_snapshot: u64,
+    /// The `seq` of the partition's last log entry; `None` until read, or when it has none.
+    last_seq: Option<i64>,
+    /// The snapshot being written, if any.
+    snapshot: Option<tokio::task::JoinHandle<SnapshotDone>>,
     /// Row sketches as committed (an empty sketch: the row has none yet).
     sketches: SketchCache,
     currencies: FastMap<i64, String>,
@@ -128,6 +153,8 @@ impl RollupSink {
             visitors: FastMap::default(),
             logged: FastSet::default(),
             since_snapshot: 0,
+            last_seq: None,
+            snapshot: None,
             sketches: SketchCache::default(),
             currencies: FastMap::default(),
             event_watermark_us: None,
@@ -179,7 +206,8 @@ impl RollupSink {
     /// snapshot, which the cache then holds until the next one.
     async fn load_missing(&mut self, batches: &[&Buffered]) -> Result<(), SinkError> {
         if self.event_watermark_us.is_none() {
-            for entry in store::load_visitor_log(&self.pool, self.shard).await? {
+            let log = store::load_visitor_log(&self.pool, self.shard).await?;
+            for entry in log.entries {
                 match entry {
                     Ok(visitors) => {
                         for v in visitors {
@@ -193,12 +221,17 @@ impl RollupSink {
                     Err(error) => warn!(%error, "unreadable visitor log entry ignored"),
                 }
             }
-            self.event_watermark_us = Some(
-                store::event_watermark(&self.pool, self.shard)
-                    .await?
-                    .unwrap_or(i64::MIN),
-            );
+            self.last_seq = log.last_seq;
+            let watermark_us = store::event_watermark(&self.pool, self.shard)
+                .await?
+                .unwrap_or(i64::MIN);
+            self.event_watermark_us = Some(watermark_us);
+            // As the consumer before the restart had evicted them.
+            self.evict_visitors(expire_before(watermark_us));
         }
+        // Snapshot rows of expired visitors are deleted only with the next snapshot: until then
+        // they are not states to resume from, exactly as if they were gone.
+        let expired_before_us = expire_before(self.event_watermark_us.unwrap_or(i64::MIN));
         let mut wanted = HashSet::new();
         let mut missing = Vec::new();
         let mut sites = HashSet::new();
@@ -217,6 +250,7 @@ impl RollupSink {
         if !missing.is_empty() {
             for loaded in store::load_visitors(&self.pool, &missing).await? {
                 match loaded {
+                    Ok(v) if v.state.last_us < expired_before_us => {}
                     Ok(v) => {
                         let hash = visitor_hash(v.tenant_id, v.site_id, &v.visitor_id);
                         self.visitors.insert(hash, v);
@@ -261,14 +295,72 @@ impl RollupSink {
         Ok(())
     }
 
+    /// Forgets the visitors whose latest event is older than `expire_before_us`.
+    fn evict_visitors(&mut self, expire_before_us: i64) {
+        self.visitors
+            .retain(|_, v| v.state.last_us >= expire_before_us);
+        let visitors = &self.visitors;
+        self.logged.retain(|hash| visitors.contains_key(hash));
+    }
+
+    /// Takes the outcome of the snapshot being written, when it is done.
+    fn reap_snapshot(&mut self) {
+        if self.snapshot.as_ref().is_some_and(|t| t.is_finished())
+            && let Some(done) = self.snapshot.take().and_then(|t| t.now_or_never())
+        {
+            self.snapshot_done(done);
+        }
+    }
+
+    /// Takes a finished snapshot's outcome: when it was not written, its visitors wait for the
+    /// next one, which the next flush starts.
+    fn snapshot_done(&mut self, done: Result<SnapshotDone, tokio::task::JoinError>) {
+        let done = done.unwrap_or_else(|e| SnapshotDone {
+            visitors: Vec::new(),
+            written: Err(format!("the snapshot task failed: {e}")),
+        });
+        match done.written {
+            Ok(true) => return,
+            Ok(false) => warn!(
+                shard = self.shard,
+                "visitor snapshot not written: a later one covers the log already"
+            ),
+            Err(error) => {
+                warn!(shard = self.shard, %error, "visitor snapshot failed, retried on the next flush")
+            }
+        }
+        self.logged.extend(done.visitors);
+        self.since_snapshot = self.settings.visitor_snapshot_flushes;
+    }
+
+    /// Starts writing the latest state of every visitor changed since the last snapshot, with
+    /// the log up to its last entry (see [`store::write_snapshot`]).
+    fn start_snapshot(&mut self, expire_before_us: i64) {
+        let visitors: Vec<u128> = self.logged.drain().collect();
+        let snapshot = Snapshot {
+            shard: self.shard,
+            rows: visitors
+                .iter()
+                .filter_map(|hash| self.visitors.get(hash))
+                .map(SnapshotRow::of)
+                .collect(),
+            covers_seq: self.last_seq,
+            expire_before_us,
+        };
+        let pool = self.pool.clone();
+        self.since_snapshot = 0;
+        self.snapshot = Some(tokio::spawn(async move {
+            let written = store::write_snapshot(&pool, &snapshot)
+                .await
+                .map_err(|e| e.to_string());
+            SnapshotDone { visitors, written }
+        }));
+    }
+
     /// Drops cached state no flush will need again: visitors whose visit ended, sketches of
     /// buckets the stream has moved past (a late event reloads them).
     fn evict(&mut self, expire_before_us: i64, watermark_us: i64) {
-        self.visitors
-            .retain(|_, v| v.state.last_us >= expire_before_us);
-        // An expired visitor's snapshot row is older still, so the commit deleted it too.
-        let visitors = &self.visitors;
-        self.logged.retain(|hash| visitors.contains_key(hash));
+        self.evict_visitors(expire_before_us);
         let minute_horizon = watermark_us.saturating_sub(2 * 3_600_000_000);
         let hour_horizon = watermark_us.saturating_sub(26 * 3_600_000_000);
         self.sketches.retain(|k, _| match k.granularity {
@@ -341,11 +433,19 @@ impl Sink for RollupSink {
         store::advance_idle_watermark(&self.pool, self.shard, IDLE_MARGIN).await?;
         Ok(())
     }
+
+    async fn close(&mut self) {
+        if let Some(task) = self.snapshot.take() {
+            let done = task.await;
+            self.snapshot_done(done);
+        }
+    }
 }
 
 impl RollupSink {
     /// Commits `buffer`; returns the events it rolled up.
     async fn flush_buffer(&mut self, buffer: &[Buffered]) -> Result<usize, SinkError> {
+        self.reap_snapshot();
         let batches = self.new_batches(buffer).await?;
         let fresh_events: u64 = batches.iter().map(|b| b.facts.len() as u64).sum();
         self.load_missing(&batches).await?;
@@ -406,40 +506,30 @@ impl RollupSink {
             .event_watermark_us
             .unwrap_or(i64::MIN)
             .max(fold.event_until_us);
-        let expire_before_us = watermark_us.saturating_sub(SESSION_TIMEOUT_US + VISITOR_GRACE_US);
+        let expire_before_us = expire_before(watermark_us);
         let batch_ids: Vec<String> = batches.iter().map(|b| b.batch_id.clone()).collect();
         self.flushes += 1;
         let prune = (self.flushes % PRUNE_EVERY_FLUSHES == 1)
             .then(|| i64::try_from(self.settings.batch_id_retention_hours).unwrap_or(i64::MAX));
-        let live = |v: &&Visitor| v.state.last_us >= expire_before_us;
-        let snapshot = self.since_snapshot + 1 >= self.settings.visitor_snapshot_flushes;
-        let visitors = if snapshot {
-            // Every state changed since the last snapshot: this flush's, and the logged ones
-            // it did not change.
-            let earlier = self
-                .logged
-                .iter()
-                .filter(|hash| !fold.visitors.contains_key(*hash))
-                .filter_map(|hash| self.visitors.get(hash));
-            VisitorWrite::Snapshot(fold.visitors.values().chain(earlier).filter(live).collect())
-        } else {
-            VisitorWrite::Log(fold.visitors.values().filter(live).collect())
-        };
+        let visitors = fold
+            .visitors
+            .values()
+            .filter(|v| v.state.last_us >= expire_before_us)
+            .collect();
         let commit = Commit {
             shard: self.shard,
             batch_ids: &batch_ids,
             rows,
             visitors,
-            expire_before_us,
             received_until_us: fold.received_until_us,
             event_until_us: fold.event_until_us,
             prune_batches_hours: prune,
         };
-        match store::commit(&self.pool, commit).await {
-            Ok(()) => {}
+        let logged_seq = match store::commit(&self.pool, commit).await {
+            Ok(seq) => seq,
             Err(CommitError::Sql(e)) => return Err(e.into()),
             Err(e @ CommitError::Raced(_)) => return Err(SinkError::Database(e.to_string())),
-        }
+        };
 
         // Committed: the caches follow the database.
         self.skipped("late", fold.late);
@@ -452,16 +542,18 @@ impl RollupSink {
                 .set(fold.received_until_us / 1_000_000);
         }
         self.event_watermark_us = Some(watermark_us);
-        if snapshot {
-            self.logged.clear();
-            self.since_snapshot = 0;
-        } else {
-            self.logged.extend(fold.visitors.keys().copied());
-            self.since_snapshot += 1;
+        if logged_seq.is_some() {
+            self.last_seq = logged_seq;
         }
+        self.logged.extend(fold.visitors.keys().copied());
+        self.since_snapshot += 1;
         self.visitors.extend(fold.visitors);
         self.sketches.extend(merged);
         self.evict(expire_before_us, watermark_us);
+        if self.since_snapshot >= self.settings.visitor_snapshot_flushes && self.snapshot.is_none()
+        {
+            self.start_snapshot(expire_before_us);
+        }
         Ok(usize::try_from(rolled_up).unwrap_or(usize::MAX))
     }
 }

@@ -153,13 +153,38 @@ pub struct RowWrite<'a> {
     pub visitors: Vec<u8>,
 }
 
-/// How a flush stores visitor states (`migrations/0010_rollup_visitor_log.sql`).
-pub enum VisitorWrite<'a> {
-    /// Appends the states the flush changed to the partition's log.
-    Log(Vec<&'a Visitor>),
-    /// Writes these states (every one changed since the last snapshot) into `rollup_visitors`
-    /// and empties the partition's log.
-    Snapshot(Vec<&'a Visitor>),
+/// A visitor's state as the snapshot table holds it (`rollup_visitors`), encoded.
+pub struct SnapshotRow {
+    pub tenant_id: i64,
+    pub site_id: i64,
+    pub visitor_id: String,
+    pub last_us: i64,
+    pub state: Vec<u8>,
+}
+
+impl SnapshotRow {
+    pub fn of(v: &Visitor) -> Self {
+        Self {
+            tenant_id: v.tenant_id,
+            site_id: v.site_id,
+            visitor_id: v.visitor_id.clone(),
+            last_us: v.state.last_us,
+            state: v.state.encode(),
+        }
+    }
+}
+
+/// A snapshot of a partition's visitor states, written beside its flushes
+/// ([`write_snapshot`]).
+pub struct Snapshot {
+    pub shard: i32,
+    /// The latest committed state of every visitor changed since the last snapshot.
+    pub rows: Vec<SnapshotRow>,
+    /// The log's last entry when the states were taken: the snapshot replaces every entry up to
+    /// it (`None`: the log has none).
+    pub covers_seq: Option<i64>,
+    /// Snapshot rows of visitors whose latest event is older than this are deleted.
+    pub expire_before_us: i64,
 }
 
 /// Everything one flush commits.
@@ -167,9 +192,8 @@ pub struct Commit<'a> {
     pub shard: i32,
     pub batch_ids: &'a [String],
     pub rows: Vec<RowWrite<'a>>,
-    pub visitors: VisitorWrite<'a>,
-    /// Visitors of this shard whose latest event is older than this are forgotten.
-    pub expire_before_us: i64,
+    /// The visitor states the flush changed: one entry appended to the partition's log.
+    pub visitors: Vec<&'a Visitor>,
     pub received_until_us: i64,
     pub event_until_us: i64,
     /// Forget processed batch ids older than this many hours (`None`: not this time).
@@ -187,8 +211,8 @@ pub enum CommitError {
     Raced(u64),
 }
 
-/// Applies a flush in one transaction.
-pub async fn commit(pool: &PgPool, c: Commit<'_>) -> Result<(), CommitError> {
+/// Applies a flush in one transaction; returns the `seq` of the log entry it appended, if any.
+pub async fn commit(pool: &PgPool, c: Commit<'_>) -> Result<Option<i64>, CommitError> {
     let mut tx = pool.begin().await?;
 
     let recorded = sqlx::query(
@@ -273,33 +297,20 @@ pub async fn commit(pool: &PgPool, c: Commit<'_>) -> Result<(), CommitError> {
         .await?;
     }
 
-    match &c.visitors {
-        VisitorWrite::Log(v) if !v.is_empty() => {
-            sqlx::query(
-                "INSERT INTO rollup_visitor_log (shard, seq, states) \
-                 SELECT $1, coalesce(max(seq), 0) + 1, $2 FROM rollup_visitor_log \
-                 WHERE shard = $1",
-            )
-            .bind(c.shard)
-            .bind(super::state::encode_log(v))
-            .execute(&mut *tx)
-            .await?;
-        }
-        VisitorWrite::Log(_) => {}
-        VisitorWrite::Snapshot(v) => {
-            upsert_visitors(&mut tx, c.shard, v).await?;
-            sqlx::query("DELETE FROM rollup_visitor_log WHERE shard = $1")
-                .bind(c.shard)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-
-    sqlx::query("DELETE FROM rollup_visitors WHERE shard = $1 AND last_us < $2")
+    let logged = if c.visitors.is_empty() {
+        None
+    } else {
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO rollup_visitor_log (shard, seq, states) \
+             SELECT $1, coalesce(max(seq), 0) + 1, $2 FROM rollup_visitor_log \
+             WHERE shard = $1 RETURNING seq",
+        )
         .bind(c.shard)
-        .bind(c.expire_before_us)
-        .execute(&mut *tx)
+        .bind(super::state::encode_log(&c.visitors))
+        .fetch_one(&mut *tx)
         .await?;
+        Some(seq)
+    };
 
     if c.event_until_us > i64::MIN {
         sqlx::query(
@@ -342,14 +353,53 @@ pub async fn commit(pool: &PgPool, c: Commit<'_>) -> Result<(), CommitError> {
     }
 
     tx.commit().await?;
-    Ok(())
+    Ok(logged)
+}
+
+/// Writes `s` in one transaction: its states into `rollup_visitors`, the log entries it covers
+/// deleted, expired visitors' rows deleted. Runs beside the partition's flushes, which append
+/// to the log and never touch `rollup_visitors`, so neither waits for the other's locks.
+///
+/// The covering entry is kept, emptied, rather than deleted: the log's `seq` then never starts
+/// again from 1, and a snapshot taken earlier than one already written (by a consumer that
+/// lost its partition to another) finds its entry gone and writes nothing. Returns whether it
+/// was written.
+pub async fn write_snapshot(pool: &PgPool, s: &Snapshot) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    if let Some(seq) = s.covers_seq {
+        let kept =
+            sqlx::query("UPDATE rollup_visitor_log SET states = $3 WHERE shard = $1 AND seq = $2")
+                .bind(s.shard)
+                .bind(seq)
+                .bind(super::state::encode_log(&[]))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if kept == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM rollup_visitor_log WHERE shard = $1 AND seq < $2")
+            .bind(s.shard)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+    }
+    upsert_visitors(&mut tx, s.shard, &s.rows).await?;
+    sqlx::query("DELETE FROM rollup_visitors WHERE shard = $1 AND last_us < $2")
+        .bind(s.shard)
+        .bind(s.expire_before_us)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Writes the latest state of `visitors` into the snapshot table.
 async fn upsert_visitors(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     shard: i32,
-    v: &[&Visitor],
+    v: &[SnapshotRow],
 ) -> sqlx::Result<()> {
     if v.is_empty() {
         return Ok(());
@@ -365,31 +415,40 @@ async fn upsert_visitors(
     .bind(v.iter().map(|x| x.tenant_id).collect::<Vec<_>>())
     .bind(v.iter().map(|x| x.site_id).collect::<Vec<_>>())
     .bind(v.iter().map(|x| x.visitor_id.as_str()).collect::<Vec<_>>())
-    .bind(v.iter().map(|x| x.state.last_us).collect::<Vec<_>>())
-    .bind(v.iter().map(|x| x.state.encode()).collect::<Vec<_>>())
+    .bind(v.iter().map(|x| x.last_us).collect::<Vec<_>>())
+    .bind(v.iter().map(|x| x.state.as_slice()).collect::<Vec<_>>())
     .bind(shard)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// The entries of `shard`'s visitor log, oldest first: the states changed since its last
-/// snapshot (a later entry's state of a visitor replaces an earlier one's).
-pub async fn load_visitor_log(
-    pool: &PgPool,
-    shard: i32,
-) -> sqlx::Result<Vec<Result<Vec<Visitor>, String>>> {
+/// A partition's visitor log as read at start ([`load_visitor_log`]).
+pub struct VisitorLog {
+    /// The entries, oldest first: the states changed since the last snapshot (a later entry's
+    /// state of a visitor replaces an earlier one's).
+    pub entries: Vec<Result<Vec<Visitor>, String>>,
+    /// The last entry's `seq`, if any.
+    pub last_seq: Option<i64>,
+}
+
+/// The entries of `shard`'s visitor log.
+pub async fn load_visitor_log(pool: &PgPool, shard: i32) -> sqlx::Result<VisitorLog> {
     let entries: Vec<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT seq, states FROM rollup_visitor_log WHERE shard = $1 ORDER BY seq")
             .bind(shard)
             .fetch_all(pool)
             .await?;
-    Ok(entries
-        .into_iter()
-        .map(|(seq, states)| {
-            super::state::decode_log(&states).map_err(|e| format!("visitor log entry {seq}: {e}"))
-        })
-        .collect())
+    Ok(VisitorLog {
+        last_seq: entries.last().map(|(seq, _)| *seq),
+        entries: entries
+            .into_iter()
+            .map(|(seq, states)| {
+                super::state::decode_log(&states)
+                    .map_err(|e| format!("visitor log entry {seq}: {e}"))
+            })
+            .collect(),
+    })
 }
 
 /// The newest event time this shard committed (its event-time watermark), if any.
