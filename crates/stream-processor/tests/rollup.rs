@@ -175,6 +175,22 @@ impl Running {
     }
 }
 
+/// A rollup sink of partition 0 on the world's database, driven by the test itself.
+fn partition_0_sink(
+    world: &World,
+    config: stream_processor::config::RollupConfig,
+) -> stream_processor::rollup::RollupSink {
+    stream_processor::rollup::RollupSink::new(
+        0,
+        world.pool.clone(),
+        std::sync::Arc::new(sightline_event::Enricher::new().unwrap()),
+        config,
+        stream_processor::metrics::StreamMetrics::register(
+            &sightline_kit::telemetry::Metrics::new(),
+        ),
+    )
+}
+
 /// A day of traffic an hour ago: visitors with several visits (gaps over 30 minutes), pages,
 /// track events, orders in the site's and another currency, and a crawler.
 fn traffic(world: &World) -> Vec<Event> {
@@ -577,8 +593,6 @@ async fn restarts_and_a_database_outage_lose_and_double_nothing() {
 async fn a_crash_between_commit_and_acknowledgement_counts_nothing_twice() {
     use stream_processor::{
         config::RollupConfig,
-        metrics::StreamMetrics,
-        rollup::RollupSink,
         sink::{Incoming, Sink as _},
     };
     let world = World::new().await;
@@ -596,13 +610,7 @@ async fn a_crash_between_commit_and_acknowledgement_counts_nothing_twice() {
         // Visitor states stay in the partition's log: the next consumer must read it.
         visitor_snapshot_flushes: 60,
     };
-    let mut sink = RollupSink::new(
-        0,
-        world.pool.clone(),
-        std::sync::Arc::new(sightline_event::Enricher::new().unwrap()),
-        config,
-        StreamMetrics::register(&sightline_kit::telemetry::Metrics::new()),
-    );
+    let mut sink = partition_0_sink(&world, config);
     let committed: Vec<&EventBatch> = batches
         .iter()
         .filter(|b| b.partition == 0)
@@ -738,8 +746,6 @@ async fn an_idle_partition_moves_its_watermark_to_the_present() {
 async fn a_flush_counts_only_the_events_it_rolls_up() {
     use stream_processor::{
         config::RollupConfig,
-        metrics::StreamMetrics,
-        rollup::RollupSink,
         sink::{Incoming, Sink},
     };
     let world = World::new().await;
@@ -766,10 +772,8 @@ async fn a_flush_counts_only_the_events_it_rolls_up() {
             event("counted", now - 1_000_000),
         ],
     };
-    let mut sink = RollupSink::new(
-        0,
-        world.pool.clone(),
-        std::sync::Arc::new(sightline_event::Enricher::new().unwrap()),
+    let mut sink = partition_0_sink(
+        &world,
         RollupConfig {
             flush_interval_ms: 200,
             max_buffered_events: 100_000,
@@ -777,7 +781,6 @@ async fn a_flush_counts_only_the_events_it_rolls_up() {
             batch_id_retention_hours: 168,
             visitor_snapshot_flushes: 60,
         },
-        StreamMetrics::register(&sightline_kit::telemetry::Metrics::new()),
     );
     let payload = batch.encode_to_vec();
     let message = Incoming {
@@ -797,8 +800,6 @@ async fn a_flush_counts_only_the_events_it_rolls_up() {
 async fn a_visitor_snapshot_being_written_holds_no_flush_back() {
     use stream_processor::{
         config::RollupConfig,
-        metrics::StreamMetrics,
-        rollup::RollupSink,
         sink::{Incoming, Sink as _},
     };
     let world = World::new().await;
@@ -816,10 +817,8 @@ async fn a_visitor_snapshot_being_written_holds_no_flush_back() {
         .await
         .unwrap();
 
-    let mut sink = RollupSink::new(
-        0,
-        world.pool.clone(),
-        std::sync::Arc::new(sightline_event::Enricher::new().unwrap()),
+    let mut sink = partition_0_sink(
+        &world,
         RollupConfig {
             flush_interval_ms: 200,
             max_buffered_events: 100_000,
@@ -828,7 +827,6 @@ async fn a_visitor_snapshot_being_written_holds_no_flush_back() {
             // A snapshot after every flush: the first one starts at once and stays blocked.
             visitor_snapshot_flushes: 1,
         },
-        StreamMetrics::register(&sightline_kit::telemetry::Metrics::new()),
     );
     for batch in &mine {
         let payload = batch.encode_to_vec();
