@@ -87,11 +87,11 @@ pub(crate) fn start(ctx: &Context, tasks: &mut JoinSet<()>, stop: CancellationTo
     }
 }
 
-/// A snapshot's outcome, with the visitors it held: they go back to `logged` when it was not
-/// written, so the next snapshot takes them.
-struct SnapshotDone {
+/// A snapshot being written, with the visitors it holds: they go back to `logged` when it is
+/// not written (even if its task panicked), so the next snapshot takes them.
+struct InFlight {
     visitors: Vec<u128>,
-    written: Result<bool, String>,
+    task: tokio::task::JoinHandle<Result<bool, String>>,
 }
 
 /// The earliest event time of the visitors a partition keeps, at event-time watermark
@@ -124,7 +124,7 @@ pub struct RollupSink {
     /// The `seq` of the partition's last log entry; `None` until read, or when it has none.
     last_seq: Option<i64>,
     /// The snapshot being written, if any.
-    snapshot: Option<tokio::task::JoinHandle<SnapshotDone>>,
+    snapshot: Option<InFlight>,
     /// Row sketches as committed (an empty sketch: the row has none yet).
     sketches: SketchCache,
     currencies: FastMap<i64, String>,
@@ -305,21 +305,26 @@ impl RollupSink {
 
     /// Takes the outcome of the snapshot being written, when it is done.
     fn reap_snapshot(&mut self) {
-        if self.snapshot.as_ref().is_some_and(|t| t.is_finished())
-            && let Some(done) = self.snapshot.take().and_then(|t| t.now_or_never())
+        if self.snapshot.as_ref().is_some_and(|s| s.task.is_finished())
+            && let Some(InFlight { visitors, task }) = self.snapshot.take()
         {
-            self.snapshot_done(done);
+            // Finished: `now_or_never` has its outcome.
+            let written = task
+                .now_or_never()
+                .unwrap_or_else(|| Ok(Err("unfinished".into())));
+            self.snapshot_done(visitors, written);
         }
     }
 
     /// Takes a finished snapshot's outcome: when it was not written, its visitors wait for the
     /// next one, which the next flush starts.
-    fn snapshot_done(&mut self, done: Result<SnapshotDone, tokio::task::JoinError>) {
-        let done = done.unwrap_or_else(|e| SnapshotDone {
-            visitors: Vec::new(),
-            written: Err(format!("the snapshot task failed: {e}")),
-        });
-        match done.written {
+    fn snapshot_done(
+        &mut self,
+        visitors: Vec<u128>,
+        written: Result<Result<bool, String>, tokio::task::JoinError>,
+    ) {
+        let written = written.unwrap_or_else(|e| Err(format!("the snapshot task failed: {e}")));
+        match written {
             Ok(true) => return,
             Ok(false) => warn!(
                 shard = self.shard,
@@ -329,7 +334,7 @@ impl RollupSink {
                 warn!(shard = self.shard, %error, "visitor snapshot failed, retried on the next flush")
             }
         }
-        self.logged.extend(done.visitors);
+        self.logged.extend(visitors);
         self.since_snapshot = self.settings.visitor_snapshot_flushes;
     }
 
@@ -349,12 +354,12 @@ impl RollupSink {
         };
         let pool = self.pool.clone();
         self.since_snapshot = 0;
-        self.snapshot = Some(tokio::spawn(async move {
-            let written = store::write_snapshot(&pool, &snapshot)
+        let task = tokio::spawn(async move {
+            store::write_snapshot(&pool, &snapshot)
                 .await
-                .map_err(|e| e.to_string());
-            SnapshotDone { visitors, written }
-        }));
+                .map_err(|e| e.to_string())
+        });
+        self.snapshot = Some(InFlight { visitors, task });
     }
 
     /// Drops cached state no flush will need again: visitors whose visit ended, sketches of
@@ -435,9 +440,9 @@ impl Sink for RollupSink {
     }
 
     async fn close(&mut self) {
-        if let Some(task) = self.snapshot.take() {
-            let done = task.await;
-            self.snapshot_done(done);
+        if let Some(InFlight { visitors, task }) = self.snapshot.take() {
+            let written = task.await;
+            self.snapshot_done(visitors, written);
         }
     }
 }
