@@ -181,7 +181,7 @@ fn partition_0_sink(
     config: stream_processor::config::RollupConfig,
 ) -> stream_processor::rollup::RollupSink {
     stream_processor::rollup::RollupSink::new(
-        0,
+        (0, 1),
         world.pool.clone(),
         std::sync::Arc::new(sightline_event::Enricher::new().unwrap()),
         config,

@@ -162,7 +162,7 @@ impl World {
         let mut sinks: Vec<RollupSink> = (0..SHARDS)
             .map(|p| {
                 RollupSink::new(
-                    p,
+                    (p, SHARDS),
                     self.store.pool().clone(),
                     enricher.clone(),
                     config.clone(),

@@ -10,7 +10,8 @@
 //! Visitor states go to the partition's log, one entry a flush in the flush's transaction; every
 //! `stream.rollup.visitor_snapshot_flushes` flushes, the states changed since the last snapshot
 //! are written to `rollup_visitors` in a transaction of their own, beside the flushes
-//! ([`store::write_snapshot`]), and replace the log entries they cover. A snapshot rewrites
+//! ([`store::write_snapshot`]), and replace the log entries they cover. The partitions take
+//! their turns spread over that interval ([`RollupSink::new`]). A snapshot rewrites
 //! thousands of rows; in the flush's transaction it held the partition's events back for a
 //! second or more each minute, which was most of the end-to-end freshness tail.
 //!
@@ -75,7 +76,7 @@ pub(crate) fn start(ctx: &Context, tasks: &mut JoinSet<()>, stop: CancellationTo
             (partition, partitions),
         );
         let sink = RollupSink::new(
-            partition,
+            (partition, partitions),
             ctx.store.pool().clone(),
             ctx.enricher.clone(),
             ctx.config.stream.rollup.clone(),
@@ -92,6 +93,14 @@ pub(crate) fn start(ctx: &Context, tasks: &mut JoinSet<()>, stop: CancellationTo
 struct InFlight {
     visitors: Vec<u128>,
     task: tokio::task::JoinHandle<Result<bool, String>>,
+}
+
+/// After how many flushes partition `slot.0` of `slot.1` takes its first visitor snapshot, when
+/// each takes one every `every` flushes: the partitions' turns spread evenly over `1..=every`.
+fn first_snapshot_after(every: u64, slot: (u32, u32)) -> u64 {
+    let partitions = u64::from(slot.1.max(1));
+    let partition = u64::from(slot.0) % partitions;
+    (every * (partition + 1) / partitions).max(1)
 }
 
 /// The earliest event time of the visitors a partition keeps, at event-time watermark
@@ -134,16 +143,22 @@ pub struct RollupSink {
 }
 
 impl RollupSink {
-    /// The sink of partition `partition`.
+    /// The sink of partition `slot.0` of the group's `slot.1`. The partitions' visitor
+    /// snapshots are spread over the snapshot interval: partition `p` takes its first after
+    /// `(p + 1) / partitions` of it, and each snapshot interval thereafter. Started together
+    /// (as every partition of a process is), their snapshots would otherwise all run at once,
+    /// a few seconds of PostgreSQL's whole capacity that the flushes queue behind.
     pub fn new(
-        partition: u32,
+        slot: (u32, u32),
         pool: PgPool,
         enricher: Arc<Enricher>,
         settings: RollupConfig,
         metrics: StreamMetrics,
     ) -> Self {
+        let every = settings.visitor_snapshot_flushes;
+        let first = first_snapshot_after(every, slot);
         Self {
-            shard: i32::try_from(partition).unwrap_or(i32::MAX),
+            shard: i32::try_from(slot.0).unwrap_or(i32::MAX),
             pool,
             enricher,
             settings,
@@ -152,7 +167,7 @@ impl RollupSink {
             buffered_events: 0,
             visitors: FastMap::default(),
             logged: FastSet::default(),
-            since_snapshot: 0,
+            since_snapshot: every.saturating_sub(first),
             last_seq: None,
             snapshot: None,
             sketches: SketchCache::default(),
@@ -560,5 +575,28 @@ impl RollupSink {
             self.start_snapshot(expire_before_us);
         }
         Ok(usize::try_from(rolled_up).unwrap_or(usize::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_snapshot_after;
+
+    #[test]
+    fn partitions_take_their_first_snapshots_in_turn() {
+        let turns: Vec<u64> = (0..8).map(|p| first_snapshot_after(60, (p, 8))).collect();
+        assert_eq!(turns, [7, 15, 22, 30, 37, 45, 52, 60]);
+        assert_eq!(
+            first_snapshot_after(60, (0, 1)),
+            60,
+            "one partition: a whole interval"
+        );
+        assert_eq!(
+            (0..8)
+                .map(|p| first_snapshot_after(1, (p, 8)))
+                .collect::<Vec<_>>(),
+            [1; 8],
+            "never before the first flush"
+        );
     }
 }
