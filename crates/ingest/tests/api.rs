@@ -410,9 +410,10 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
     let batch = |n: usize, from: usize| json!({"batch": (from..from + n).map(|i| track("u", "E", &format!("m-{i}"))).collect::<Vec<_>>()});
     // Two requests of a full second's budget each, sent together: their rate checks are
     // milliseconds apart, so however slow the machine, exactly one of them must be refused.
+    let (first, second) = (batch(20, 0), batch(20, 100));
     let (a, b) = tokio::join!(
-        ingest.post("/v1/batch", &batch(20, 0)),
-        ingest.post("/v1/batch", &batch(20, 100))
+        ingest.post("/v1/batch", &first),
+        ingest.post("/v1/batch", &second)
     );
     let mut statuses = [a.status().as_u16(), b.status().as_u16()];
     statuses.sort_unstable();
