@@ -36,6 +36,10 @@ pub struct BrokerConfig {
     pub reconnect_backoff_min_ms: u64,
     /// Longest reconnect delay.
     pub reconnect_backoff_max_ms: u64,
+    /// How publishers encode payloads on the wire (see [`crate::encoding`]).
+    pub compression: crate::Compression,
+    /// zstd level when `compression = "zstd"`.
+    pub zstd_level: i32,
 }
 
 impl BrokerConfig {
@@ -81,6 +85,11 @@ impl BrokerConfig {
                 && self.reconnect_backoff_min_ms <= self.reconnect_backoff_max_ms,
             "broker.reconnect_backoff_min_ms",
             "must be at least 1 and at most reconnect_backoff_max_ms",
+        );
+        p.check(
+            (1..=19).contains(&self.zstd_level),
+            "broker.zstd_level",
+            "must be between 1 and 19",
         );
         p
     }

@@ -24,8 +24,12 @@ pub struct Delivery {
     /// Earlier deliveries of this message that were given back (RabbitMQ quorum queues'
     /// `x-delivery-count`); the broker dead-letters it once this reaches the delivery limit.
     pub delivery_count: u32,
-    /// The encoded payload.
+    /// The encoded protobuf, decoded from the wire's content encoding.
     pub payload: Vec<u8>,
+    /// Set when the payload could not be decoded from its content encoding: `payload` then
+    /// holds the bytes as received, and the consumer should dead-letter the message with
+    /// this reason (a dead letter keeps the encoding, so it stays readable).
+    pub unreadable: Option<crate::Unreadable>,
     pub(crate) settle: Settle,
 }
 

@@ -10,6 +10,7 @@
 
 pub mod config;
 mod delivery;
+pub mod encoding;
 pub mod rabbitmq;
 pub mod topology;
 
@@ -19,6 +20,7 @@ use bytes::Bytes;
 
 pub use config::{BrokerConfig, BrokerKind};
 pub use delivery::{Delivery, Subscription};
+pub use encoding::{Compression, Unreadable};
 pub use topology::{Route, Topology, partition_for};
 
 /// The content type of every Sightline message.

@@ -239,6 +239,14 @@ impl<S: Sink> PartitionConsumer<S> {
 
     /// Hands one delivery to the sink, or gives it back / dead-letters it if undecodable.
     async fn receive(&mut self, delivery: Delivery) {
+        if let Some(unreadable) = &delivery.unreadable {
+            let reason = format!(
+                "payload not decodable from content-encoding {:?}: {}",
+                unreadable.encoding, unreadable.reason
+            );
+            self.reject(delivery, &reason).await;
+            return;
+        }
         let incoming = Incoming {
             message_id: delivery.message_id.as_deref(),
             kind: delivery.kind.as_deref(),

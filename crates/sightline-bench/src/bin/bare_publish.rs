@@ -117,6 +117,10 @@ struct RunArgs {
     /// Distinct encoded messages per partition, sent in turn.
     #[arg(long, default_value_t = 8)]
     pool: usize,
+    /// Compress each message with zstd at this level as it is sent, as ingest does with
+    /// `broker.compression = "zstd"` (0: send the protobuf as it is).
+    #[arg(long, default_value_t = 0)]
+    zstd_level: i32,
     /// Tenant and site ids written into the events.
     #[arg(long, default_value_t = 1)]
     tenant_id: i64,
@@ -136,6 +140,8 @@ struct BaselineResult {
     in_flight_per_partition: usize,
     events_per_message: usize,
     message_bytes: usize,
+    /// zstd level of the wire payload (0: none).
+    zstd_level: i32,
     messages_confirmed: u64,
     events_per_sec: f64,
     messages_per_sec: f64,
@@ -223,12 +229,17 @@ async fn housekeeping(args: &BrokerArgs, delete: bool) -> anyhow::Result<()> {
 }
 
 /// Ingest's message properties (see sightline-broker's publisher).
-fn properties(id: String) -> BasicProperties {
+fn properties(id: String, encoding: Option<&str>) -> BasicProperties {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    BasicProperties::default()
+    let properties = BasicProperties::default();
+    let properties = match encoding {
+        Some(encoding) => properties.with_content_encoding(encoding.into()),
+        None => properties,
+    };
+    properties
         .with_message_id(id.into())
         .with_content_type(CONTENT_TYPE_PROTOBUF.into())
         .with_type(ingest::batcher::EVENT_BATCH_KIND.into())
@@ -296,6 +307,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     let publishers = pools.len() * args.in_flight;
     let rate = args.rate.filter(|r| *r > 0.0);
+    let zstd_level = args.zstd_level;
     for (partition, pool) in pools.into_iter().enumerate() {
         let pool = Arc::new(pool);
         let routing_key: ShortString =
@@ -331,7 +343,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                             at
                         }
                     };
-                    let payload = &pool[i % pool.len()];
+                    let (payload, encoding) = match zstd_level {
+                        0 => (pool[i % pool.len()].as_ref().into(), None),
+                        level => sightline_broker::encoding::encode(
+                            &pool[i % pool.len()],
+                            sightline_broker::Compression::Zstd,
+                            level,
+                        ),
+                    };
                     i += 1;
                     let channel: &Channel =
                         &channels[next_channel.fetch_add(1, Ordering::Relaxed) % channels.len()];
@@ -344,8 +363,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                                     mandatory: true,
                                     ..Default::default()
                                 },
-                                payload,
-                                properties(uuid::Uuid::now_v7().to_string()),
+                                &payload,
+                                properties(uuid::Uuid::now_v7().to_string(), encoding),
                             )
                             .await?
                             .await
@@ -414,6 +433,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         in_flight_per_partition: args.in_flight,
         events_per_message,
         message_bytes,
+        zstd_level: args.zstd_level,
         messages_confirmed: confirmed,
         events_per_sec: counters.events.load(Ordering::Relaxed) as f64 / seconds,
         messages_per_sec: confirmed as f64 / seconds,

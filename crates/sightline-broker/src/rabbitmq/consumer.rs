@@ -47,6 +47,9 @@ impl DeadLetters {
         if let Some(kind) = &delivery.kind {
             properties = properties.with_type(kind.as_str().into());
         }
+        if let Some(unreadable) = &delivery.unreadable {
+            properties = properties.with_content_encoding(unreadable.encoding.as_str().into());
+        }
         let confirm = self
             .channel
             .basic_publish(
@@ -113,6 +116,11 @@ fn header_count(headers: Option<&FieldTable>, key: &str) -> u32 {
 fn convert(inner: lapin::message::Delivery, dead_letters: DeadLetters) -> Delivery {
     let properties = &inner.properties;
     let headers = properties.headers().as_ref();
+    let encoding = properties.content_encoding().as_ref().map(|e| e.as_str());
+    let (payload, unreadable) = match crate::encoding::decode(encoding, inner.data) {
+        Ok(payload) => (payload, None),
+        Err((payload, why)) => (payload, Some(why)),
+    };
     Delivery {
         message_id: properties.message_id().as_ref().map(|s| s.to_string()),
         kind: properties.kind().as_ref().map(|s| s.to_string()),
@@ -122,7 +130,8 @@ fn convert(inner: lapin::message::Delivery, dead_letters: DeadLetters) -> Delive
         ),
         redelivered: inner.redelivered,
         delivery_count: header_count(headers, "x-delivery-count"),
-        payload: inner.data,
+        payload,
+        unreadable,
         settle: Settle::Rabbit {
             acker: inner.acker,
             dead_letters,

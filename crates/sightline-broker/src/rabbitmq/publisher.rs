@@ -96,7 +96,7 @@ impl RabbitPublisher {
     }
 }
 
-fn properties(message: &Message) -> BasicProperties {
+fn properties(message: &Message, encoding: Option<&str>) -> BasicProperties {
     let mut headers = FieldTable::default();
     if let Some(tp) = &message.traceparent {
         headers.insert(
@@ -108,7 +108,12 @@ fn properties(message: &Message) -> BasicProperties {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    BasicProperties::default()
+    let properties = BasicProperties::default();
+    let properties = match encoding {
+        Some(encoding) => properties.with_content_encoding(encoding.into()),
+        None => properties,
+    };
+    properties
         .with_message_id(message.id.as_str().into())
         .with_content_type(CONTENT_TYPE_PROTOBUF.into())
         .with_type(message.kind.into())
@@ -121,6 +126,9 @@ fn properties(message: &Message) -> BasicProperties {
 impl Publisher for RabbitPublisher {
     async fn publish(&self, message: &Message, deadline: Instant) -> Result<(), BrokerError> {
         let routing_key: ShortString = Topology::routing_key(message.route).into();
+        let config = &self.inner.config;
+        let (body, encoding) =
+            crate::encoding::encode(&message.payload, config.compression, config.zstd_level);
         loop {
             let session = self.current_session(deadline).await?;
             let index = self.inner.next_channel.fetch_add(1, Ordering::Relaxed);
@@ -135,8 +143,8 @@ impl Publisher for RabbitPublisher {
                             mandatory: true,
                             ..Default::default()
                         },
-                        &message.payload,
-                        properties(message),
+                        &body,
+                        properties(message, encoding),
                     )
                     .await?
                     .await
