@@ -1,14 +1,13 @@
 //! The archive group against real RabbitMQ, PostgreSQL and the S3 server, read back by DuckDB:
 //! known batches land at their tenant/date/hour keys with their values; redeliveries, crashes
 //! between store and acknowledgement, unfinished flushes and outages of the lake or the
-//! database leave every event in the lake exactly once; invalid events land in `errors/`; an
-//! undecodable message is dead-lettered without blocking the queue; payloads are read whether
-//! compressed on the wire or not.
+//! database leave every event in the lake exactly once; invalid events land in `errors/`.
+//! Messages the group cannot read are in `dead_letters.rs`.
 
 mod support;
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -17,184 +16,16 @@ use std::{
 };
 
 use bytes::Bytes;
-use chrono::{DateTime, Timelike};
-use lapin::{Connection, ConnectionProperties, options::BasicGetOptions, types::AMQPValue};
-use sightline_broker::{Route, rabbitmq::consumer::REASON_HEADER};
+use chrono::Timelike;
 use sightline_db::{ArchiveFlushState, ArchiveLedger, DbError};
 use sightline_lake::{LakeError, ObjectStore, S3Store};
-use sightline_proto::events::v1::{Event, EventBatch, EventType, InvalidEvent, InvalidEventBatch};
+use sightline_proto::events::v1::{EventBatch, InvalidEvent, InvalidEventBatch};
 use sightline_testkit::{duckdb, proxy::Proxy};
-use stream_processor::{
-    archive::EVENT_BATCH,
-    sink::{Incoming, Sink},
+use stream_processor::sink::Sink;
+use support::{
+    PARTITIONS, Start, World,
+    batches::{HOUR, T0, accept_all, assert_archived_exactly_once, batch, utc},
 };
-use support::{AMQP, PARTITIONS, Start, World};
-
-const HOUR: i64 = 3_600_000_000;
-const MINUTE: i64 = 60_000_000;
-/// 2025-03-09T22:30:00Z: batches span hours 22 and 23 of the 9th and 00 of the 10th.
-const T0: i64 = 1_741_559_400_000_000;
-
-/// Event `n` of batch `batch`: three tenants, their own sites, pages and tracks, over three
-/// UTC hours across midnight.
-fn event(batch: &str, n: i64) -> Event {
-    let tenant_id = 1 + n % 3;
-    let timestamp_us = T0 + (n * 17 * MINUTE) % (3 * HOUR) - 25 * MINUTE + n * 1_000;
-    let r#type = if n % 2 == 0 {
-        EventType::Track
-    } else {
-        EventType::Page
-    };
-    Event {
-        message_id: format!("{batch}-{n}"),
-        tenant_id,
-        site_id: 100 + tenant_id,
-        r#type: r#type.into(),
-        name: if n % 2 == 0 {
-            "Order Completed".into()
-        } else {
-            String::new()
-        },
-        anonymous_id: format!("anon-{n}"),
-        user_id: if n % 4 == 0 {
-            format!("user-{n}")
-        } else {
-            String::new()
-        },
-        visitor_id: format!("anon-{n}"),
-        timestamp_us,
-        original_timestamp_us: timestamp_us - 2_000,
-        sent_at_us: timestamp_us + 1_000,
-        received_at_us: timestamp_us + 5_000,
-        page_url: format!("https://shop{tenant_id}.example/p/{n}"),
-        context_json: Bytes::from(format!(
-            r#"{{"library":{{"name":"analytics.js"}},"n":{n}}}"#
-        )),
-        properties_json: Bytes::from(format!(
-            r#"{{"revenue":{n}.25,"items":[{{"sku":"A-{n}"}}],"note":"é ✓"}}"#
-        )),
-        ..Default::default()
-    }
-}
-
-fn batch(id: &str, partition: u32, events: std::ops::Range<i64>) -> EventBatch {
-    EventBatch {
-        batch_id: id.into(),
-        partition,
-        created_at_us: T0,
-        events: events.map(|n| event(id, n)).collect(),
-    }
-}
-
-fn incoming(batch: &EventBatch) -> (Vec<u8>, String) {
-    (prost::Message::encode_to_vec(batch), batch.batch_id.clone())
-}
-
-/// Hands `batches` to `sink` as the broker would.
-fn accept_all(sink: &mut impl Sink, batches: &[&EventBatch]) {
-    for b in batches {
-        let (payload, id) = incoming(b);
-        sink.accept(Incoming {
-            message_id: Some(&id),
-            kind: Some(EVENT_BATCH),
-            redelivered: false,
-            payload: &payload,
-        })
-        .unwrap();
-    }
-}
-
-fn utc(us: i64) -> DateTime<chrono::Utc> {
-    DateTime::from_timestamp_micros(us).unwrap()
-}
-
-/// DuckDB's rows hold every event of `batches` exactly once, in the partition of its tenant and
-/// UTC event hour, with the values sent; the ledger has no unfinished flush and one row per
-/// batch.
-async fn assert_archived_exactly_once(world: &World, batches: &[&EventBatch]) {
-    let rows = world.raw_rows().await;
-    let mut sent: HashMap<String, &Event> = HashMap::new();
-    let mut batch_ids = BTreeSet::new();
-    for b in batches {
-        batch_ids.insert(b.batch_id.clone());
-        for e in &b.events {
-            sent.insert(e.message_id.clone(), e);
-        }
-    }
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for row in &rows {
-        *seen.entry(row["message_id"].as_str().unwrap()).or_default() += 1;
-    }
-    let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        doubled.is_empty(),
-        "events archived more than once: {doubled:?}"
-    );
-    let missing: Vec<_> = sent
-        .keys()
-        .filter(|id| !seen.contains_key(id.as_str()))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "events missing from the lake: {missing:?}"
-    );
-    assert_eq!(rows.len(), sent.len(), "events that were never sent");
-
-    for row in &rows {
-        let e = sent[row["message_id"].as_str().unwrap()];
-        let t = utc(e.timestamp_us);
-        let date = t.format("%Y-%m-%d").to_string();
-        assert_eq!(row["tenant"], e.tenant_id, "{row:?}");
-        assert_eq!(row["date"], date.as_str(), "{row:?}");
-        assert_eq!(row["hour"], t.hour(), "{row:?}");
-        let folder = format!(
-            "raw/events/tenant={}/date={date}/hour={:02}/part-",
-            e.tenant_id,
-            t.hour()
-        );
-        assert!(
-            row["filename"].as_str().unwrap().contains(&folder),
-            "{row:?} not in {folder}"
-        );
-        assert_eq!(row["tenant_id"], e.tenant_id);
-        assert_eq!(row["site_id"], e.site_id);
-        let kind = if e.r#type() == EventType::Track {
-            "track"
-        } else {
-            "page"
-        };
-        assert_eq!(row["type"], kind);
-        let or_null = |s: &str| {
-            if s.is_empty() {
-                serde_json::Value::Null
-            } else {
-                s.into()
-            }
-        };
-        assert_eq!(row["name"], or_null(&e.name));
-        assert_eq!(row["user_id"], or_null(&e.user_id));
-        assert_eq!(row["anonymous_id"], e.anonymous_id.as_str());
-        assert_eq!(row["visitor_id"], e.visitor_id.as_str());
-        assert_eq!(row["page_url"], e.page_url.as_str());
-        assert_eq!(row["timestamp_us"], e.timestamp_us);
-        assert_eq!(row["original_timestamp_us"], e.original_timestamp_us);
-        assert_eq!(row["sent_at_us"], e.sent_at_us);
-        assert_eq!(row["received_at_us"], e.received_at_us);
-        assert_eq!(
-            row["properties"],
-            std::str::from_utf8(&e.properties_json).unwrap()
-        );
-        assert_eq!(
-            row["context"],
-            std::str::from_utf8(&e.context_json).unwrap()
-        );
-        assert_eq!(row["traits"], serde_json::Value::Null);
-    }
-
-    let (pending, _, recorded) = world.ledger().await;
-    assert_eq!(pending, 0, "unfinished flushes left in the ledger");
-    assert_eq!(recorded as usize, batch_ids.len(), "ledger rows per batch");
-}
 
 #[tokio::test]
 async fn known_batches_land_at_their_tenant_date_hour_keys_exactly_once() {
@@ -571,165 +402,6 @@ async fn invalid_events_land_in_errors_by_receipt_date_and_reason() {
         (0, 2),
         "each invalid batch recorded once"
     );
-    world.finish().await;
-}
-
-/// The next message of the dead-letter queue, waiting up to 30 s for one.
-async fn next_dead_letter(
-    channel: &lapin::Channel,
-    world: &World,
-) -> lapin::message::BasicGetMessage {
-    let queue = world.topology().dead_letter_queue();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(m) = channel
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            return m;
-        }
-        assert!(Instant::now() < deadline, "nothing was dead-lettered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Whether the dead-letter queue is empty now.
-async fn no_more_dead_letters(channel: &lapin::Channel, world: &World) -> bool {
-    let queue = world.topology().dead_letter_queue();
-    channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .is_none()
-}
-
-/// The reason a consumer gave for dead-lettering `m`.
-fn dead_letter_reason(m: &lapin::message::BasicGetMessage) -> String {
-    match m
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(REASON_HEADER).cloned())
-    {
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        other => panic!("no {REASON_HEADER} header: {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn an_undecodable_message_is_dead_lettered_with_its_reason_without_blocking_the_queue() {
-    let world = World::with_env(&[("SIGHTLINE__BROKER__DELIVERY_LIMIT", "2")]).await;
-    let service = world.start(Start::default()).await;
-    world
-        .publish_message(
-            Route::Partition(0),
-            "garbage-1",
-            EVENT_BATCH,
-            vec![0xff; 12],
-        )
-        .await;
-    let after = batch("after-garbage", 0, 0..10);
-    world.publish(&after).await;
-    world.wait_for_events(10).await;
-
-    // The dead-letter queue receives it once the delivery limit is reached.
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let dead = next_dead_letter(&channel, &world).await;
-    service.stop().await;
-    assert_eq!(
-        dead.properties.message_id().as_ref().map(|s| s.as_str()),
-        Some("garbage-1")
-    );
-    assert_eq!(dead.data, vec![0xff; 12]);
-    let reason = dead_letter_reason(&dead);
-    assert!(
-        reason.contains("not a sightline.events.v1.EventBatch"),
-        "{reason}"
-    );
-    assert_archived_exactly_once(&world, &[&after]).await;
-    let queue = world.topology().partition_queue("archive", 0);
-    assert_eq!(world.ready_messages(&queue).await, 0);
-    assert!(
-        no_more_dead_letters(&channel, &world).await,
-        "dead-lettered once"
-    );
-    let _ = conn.close(200, "done".into()).await;
-    world.finish().await;
-}
-
-#[tokio::test]
-async fn compressed_and_plain_payloads_are_read_and_a_bad_frame_is_dead_lettered_as_received() {
-    let world = World::with_env(&[("SIGHTLINE__BROKER__DELIVERY_LIMIT", "2")]).await;
-    let service = world.start(Start::default()).await;
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let topology = world.topology();
-    let send = |id: &'static str, encoding: Option<&'static str>, payload: Vec<u8>| {
-        let channel = channel.clone();
-        let exchange = topology.events_exchange();
-        async move {
-            let mut properties = lapin::BasicProperties::default()
-                .with_message_id(id.into())
-                .with_type(EVENT_BATCH.into())
-                .with_delivery_mode(2);
-            if let Some(encoding) = encoding {
-                properties = properties.with_content_encoding(encoding.into());
-            }
-            channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    sightline_broker::Topology::routing_key(Route::Partition(0)).into(),
-                    Default::default(),
-                    &payload,
-                    properties,
-                )
-                .await
-                .unwrap();
-        }
-    };
-    // Through the service's own publisher: zstd on the wire (the default).
-    let compressed = batch("compressed", 0, 0..20);
-    world.publish(&compressed).await;
-    // As a publisher with compression off sends it: no content-encoding.
-    let plain = batch("plain", 0, 100..120);
-    send("plain", None, prost::Message::encode_to_vec(&plain)).await;
-    // A frame that claims zstd and is not.
-    let bad_frame = vec![0xee; 700];
-    send("bad-frame", Some("zstd"), bad_frame.clone()).await;
-    world.wait_for_events(40).await;
-
-    let dead = next_dead_letter(&channel, &world).await;
-    service.stop().await;
-    assert_eq!(
-        dead.properties.message_id().as_ref().map(|s| s.as_str()),
-        Some("bad-frame")
-    );
-    assert_eq!(dead.data, bad_frame, "kept byte for byte");
-    assert_eq!(
-        dead.properties
-            .content_encoding()
-            .as_ref()
-            .map(|s| s.as_str()),
-        Some("zstd"),
-        "the dead letter keeps its encoding, so it stays readable"
-    );
-    let reason = dead_letter_reason(&dead);
-    assert!(
-        reason.contains("content-encoding \"zstd\"") && reason.contains("not a zstd frame"),
-        "{reason}"
-    );
-    assert_archived_exactly_once(&world, &[&compressed, &plain]).await;
-    assert!(
-        no_more_dead_letters(&channel, &world).await,
-        "dead-lettered once"
-    );
-    let _ = conn.close(200, "done".into()).await;
     world.finish().await;
 }
 

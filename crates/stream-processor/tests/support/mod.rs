@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod batches;
+
 use std::{
     collections::HashMap,
     net::SocketAddr,
