@@ -3,11 +3,14 @@
 //! The request path never waits for the database: a key is known if the last refresh saw it.
 //! New and revoked keys take effect within one refresh interval (`ingest.key_refresh_ms`).
 
-use std::{collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use sightline_db::{WriteKey, WriteKeys};
 use sightline_kit::ComponentHealth;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +22,7 @@ pub struct KeyEntry {
     /// The key's site.
     pub site_id: i64,
     rate: u32,
-    limiter: DefaultDirectRateLimiter,
+    budget: EventBudget,
 }
 
 /// The answer of a rate check.
@@ -41,31 +44,67 @@ impl KeyEntry {
             .and_then(|r| u32::try_from(r).ok())
             .unwrap_or(default_rate)
             .max(1);
-        let per_second = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
         Self {
             tenant_id: key.tenant_id,
             site_id: key.site_id,
             rate,
-            limiter: RateLimiter::direct(Quota::per_second(per_second)),
+            budget: EventBudget::new(rate, Instant::now()),
         }
     }
 
-    /// Takes `events` from the key's budget (a burst of one second's worth).
+    /// Takes `events` from the key's budget (see [`EventBudget`]).
     pub fn check_rate(&self, events: usize) -> RateDecision {
-        let n =
-            NonZeroU32::new(u32::try_from(events).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-        match self.limiter.check_n(n) {
-            Ok(Ok(())) => RateDecision::Allowed,
-            Ok(Err(not_until)) => {
-                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-                RateDecision::Limited {
-                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-                }
-            }
-            // More events in one request than the key may send in a second.
-            Err(_) => RateDecision::Limited {
-                retry_after_secs: 1,
-            },
+        self.budget.take(events, Instant::now())
+    }
+}
+
+/// A key's events-per-second budget, as a generic cell rate algorithm: the bucket holds one
+/// second's worth of events and refills at the rate.
+///
+/// A request with more events than the whole bucket is admitted when the bucket is full and
+/// overdraws it: the key then waits until the debt is paid. So a client whose batches are larger
+/// than its key's rate still gets through, at the rate, instead of being refused for ever; and
+/// over any span, a key is admitted at most one second's worth more than its rate.
+struct EventBudget {
+    /// Time one event's share of the budget takes to refill.
+    per_event: Duration,
+    /// The bucket's capacity, as refill time: one second.
+    capacity: Duration,
+    /// When the bucket will be full again ("theoretical arrival time"): at or before now, it is
+    /// full; `capacity` past now, it is empty; further, it is overdrawn.
+    full_at: Mutex<Instant>,
+}
+
+impl EventBudget {
+    fn new(rate: u32, now: Instant) -> Self {
+        Self {
+            per_event: Duration::from_secs(1) / rate.max(1),
+            capacity: Duration::from_secs(1),
+            full_at: Mutex::new(now),
+        }
+    }
+
+    fn take(&self, events: usize, now: Instant) -> RateDecision {
+        let cost = self
+            .per_event
+            .saturating_mul(u32::try_from(events.max(1)).unwrap_or(u32::MAX));
+        let mut full_at = self.full_at.lock();
+        let used = full_at.saturating_duration_since(now);
+        let fits = used + cost <= self.capacity;
+        let oversized_on_a_full_bucket = cost > self.capacity && used.is_zero();
+        if fits || oversized_on_a_full_bucket {
+            *full_at = now.max(*full_at) + cost;
+            return RateDecision::Allowed;
+        }
+        // When it would fit: as soon as enough has refilled, or for an oversized request, once
+        // the bucket is full.
+        let wait = if cost > self.capacity {
+            used
+        } else {
+            used + cost - self.capacity
+        };
+        RateDecision::Limited {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
         }
     }
 }
@@ -174,7 +213,6 @@ mod tests {
         let a = cache.get("a").unwrap();
         assert_eq!(a.check_rate(10), RateDecision::Allowed);
         assert!(matches!(a.check_rate(1), RateDecision::Limited { .. }));
-        assert!(matches!(a.check_rate(11), RateDecision::Limited { .. }));
         assert_eq!(
             cache.get("b").unwrap().check_rate(1000),
             RateDecision::Allowed
@@ -182,5 +220,58 @@ mod tests {
         cache.apply(&[row("a", Some(10), true)]);
         assert!(cache.get("a").is_none());
         assert!(cache.get("c").is_none());
+    }
+
+    fn limited(secs: u64) -> RateDecision {
+        RateDecision::Limited {
+            retry_after_secs: secs,
+        }
+    }
+
+    #[test]
+    fn the_budget_refills_at_the_rate_and_says_when_a_request_fits() {
+        let t0 = Instant::now();
+        let budget = EventBudget::new(10, t0);
+        assert_eq!(budget.take(6, t0), RateDecision::Allowed);
+        assert_eq!(
+            budget.take(4, t0),
+            RateDecision::Allowed,
+            "a whole second's worth"
+        );
+        assert_eq!(budget.take(1, t0), limited(1));
+        let half = t0 + Duration::from_millis(500);
+        assert_eq!(budget.take(5, half), RateDecision::Allowed, "half refilled");
+        assert_eq!(budget.take(1, half), limited(1));
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(
+            budget.take(10, later),
+            RateDecision::Allowed,
+            "a full bucket holds no more than a second's worth"
+        );
+        assert_eq!(budget.take(1, later), limited(1));
+    }
+
+    #[test]
+    fn a_request_larger_than_the_rate_gets_through_at_the_rate() {
+        let t0 = Instant::now();
+        let budget = EventBudget::new(20, t0);
+        assert_eq!(budget.take(1, t0), RateDecision::Allowed);
+        assert_eq!(
+            budget.take(100, t0),
+            limited(1),
+            "an oversized request waits for a full bucket"
+        );
+        let full = t0 + Duration::from_millis(50);
+        assert_eq!(budget.take(100, full), RateDecision::Allowed);
+        // 100 events at 20 a second: five seconds of debt.
+        assert_eq!(budget.take(1, full), limited(5));
+        assert_eq!(budget.take(100, full + Duration::from_secs(4)), limited(1));
+        let paid = full + Duration::from_secs(5);
+        assert_eq!(budget.take(100, paid), RateDecision::Allowed);
+        assert_eq!(
+            budget.take(20, paid + Duration::from_secs(4)),
+            limited(1),
+            "still a second of debt left"
+        );
     }
 }
