@@ -68,18 +68,18 @@ impl KeyEntry {
 struct EventBudget {
     /// Time one event's share of the budget takes to refill.
     per_event: Duration,
-    /// The bucket's capacity, as refill time: one second.
-    capacity: Duration,
     /// When the bucket will be full again ("theoretical arrival time"): at or before now, it is
-    /// full; `capacity` past now, it is empty; further, it is overdrawn.
+    /// full; [`Self::CAPACITY`] past now, it is empty; further, it is overdrawn.
     full_at: Mutex<Instant>,
 }
 
 impl EventBudget {
+    /// The bucket's capacity, as refill time: one second's worth of events.
+    const CAPACITY: Duration = Duration::from_secs(1);
+
     fn new(rate: u32, now: Instant) -> Self {
         Self {
-            per_event: Duration::from_secs(1) / rate.max(1),
-            capacity: Duration::from_secs(1),
+            per_event: Self::CAPACITY / rate.max(1),
             full_at: Mutex::new(now),
         }
     }
@@ -90,18 +90,18 @@ impl EventBudget {
             .saturating_mul(u32::try_from(events.max(1)).unwrap_or(u32::MAX));
         let mut full_at = self.full_at.lock();
         let used = full_at.saturating_duration_since(now);
-        let fits = used + cost <= self.capacity;
-        let oversized_on_a_full_bucket = cost > self.capacity && used.is_zero();
+        let fits = used + cost <= Self::CAPACITY;
+        let oversized_on_a_full_bucket = cost > Self::CAPACITY && used.is_zero();
         if fits || oversized_on_a_full_bucket {
             *full_at = now.max(*full_at) + cost;
             return RateDecision::Allowed;
         }
         // When it would fit: as soon as enough has refilled, or for an oversized request, once
         // the bucket is full.
-        let wait = if cost > self.capacity {
+        let wait = if cost > Self::CAPACITY {
             used
         } else {
-            used + cost - self.capacity
+            used + cost - Self::CAPACITY
         };
         RateDecision::Limited {
             retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
@@ -213,6 +213,7 @@ mod tests {
         let a = cache.get("a").unwrap();
         assert_eq!(a.check_rate(10), RateDecision::Allowed);
         assert!(matches!(a.check_rate(1), RateDecision::Limited { .. }));
+        assert!(matches!(a.check_rate(11), RateDecision::Limited { .. }));
         assert_eq!(
             cache.get("b").unwrap().check_rate(1000),
             RateDecision::Allowed
