@@ -2,9 +2,10 @@
 //!
 //! The rows come from the stream processor's own [`fold`] over the day's facts in time order:
 //! the same dimensions, counters, visit attribution and sketches as the speed layer, computed
-//! over complete, deduplicated input. Minute rows are the fold's working unit; `hour` rows are
-//! the UTC hours starting in the site's local day and the `day` row unites the day's minutes
-//! (local days need not start on a UTC hour).
+//! over complete, deduplicated input. The fold's rows are UTC hours cut in two where the site's
+//! local day starts or ends inside one ([`Buckets::HoursCutAt`]); `hour` rows are the UTC hours
+//! starting in the local day and the `day` row unites the parts inside it (local days need not
+//! start on a UTC hour).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ use sightline_db::rollup::{Dimension, Granularity, Layer};
 use sightline_event::VisitorSketch;
 use sqlx::{Postgres, Row, Transaction};
 use stream_processor::rollup::{
-    aggregate::{Counters, FoldSettings, fold},
+    aggregate::{Buckets, Counters, FoldSettings, fold},
     fact::Fact,
 };
 
@@ -97,18 +98,19 @@ impl SiteFold {
         let currencies = [(site.site_id, site.currency.clone())]
             .into_iter()
             .collect::<std::collections::HashMap<_, _, RandomState>>();
-        // The batch reads what it was given: no event is too late for it.
+        // The batch reads what it was given: no event is too late for it. Its rows are UTC
+        // hours cut at the local day's edges, so that hours and the day are unions of them.
         let settings = FoldSettings {
             now_us: i64::MIN,
             late_max_age_us: 0,
+            buckets: Buckets::HoursCutAt([site.starts_us, site.ends_us]),
         };
         let folded = fold(facts, |_| None, &currencies, settings);
-        // Minute rows in a fixed order, so the sketches are united in the same order on every
-        // run (the fold's own hour rows come out of a hash map).
-        let mut minutes: Vec<_> = folded
+        // Rows in a fixed order, so the sketches are united in the same order on every run (the
+        // fold's rows come out of a hash map).
+        let mut parts: Vec<_> = folded
             .rows
             .iter()
-            .filter(|(key, _)| key.granularity == Granularity::Minute)
             .map(|(key, delta)| {
                 (
                     key.bucket_us,
@@ -118,13 +120,13 @@ impl SiteFold {
                 )
             })
             .collect();
-        minutes.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        parts.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
         type Refs<'a> = (Counters, Vec<&'a VisitorSketch>);
         let mut days: BTreeMap<(Dimension, &str), Refs<'_>> = BTreeMap::new();
         let mut hours: BTreeMap<(i64, Dimension, &str), Refs<'_>> = BTreeMap::new();
-        for (bucket_us, dimension, value, delta) in minutes {
+        for (bucket_us, dimension, value, delta) in parts {
             let hour = Granularity::Hour.truncate_us(bucket_us);
-            // Hours that start in the local day, whole (their minutes may pass its end).
+            // Hours that start in the local day, whole (their parts may pass its end).
             if site.contains(hour) {
                 let entry = hours.entry((hour, dimension, value)).or_default();
                 add(&mut entry.0, &delta.counters);

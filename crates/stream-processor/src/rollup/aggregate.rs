@@ -6,6 +6,7 @@
 //! (visits, bounces, duration, entry and exit pages) come from [`sightline_event::apply_event`]
 //! and go to the minute of the visit's *start*, like the batch layer's. Bot events only add to
 //! `bot_events` (totals and the `bot` dimension). Hour rows are the union of their minutes.
+//! The batch layer folds into hours cut at its local day's edges instead ([`Buckets`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -103,6 +104,42 @@ pub struct FoldSettings {
     pub now_us: i64,
     /// Events older than this (event time) are not counted.
     pub late_max_age_us: i64,
+    /// The buckets rows are keyed by.
+    pub buckets: Buckets,
+}
+
+/// The time buckets of a fold's rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Buckets {
+    /// UTC minutes, and hour rows rolled up from them (the speed layer's rows).
+    #[default]
+    Minutes,
+    /// UTC hours, each cut in two where one of `cuts` falls inside it, and nothing rolled up.
+    /// A row of a cut hour is keyed by the start of its part. For the batch layer: with a
+    /// local day's start and end as the cuts, both the UTC hours and the local day (which may
+    /// start on a half hour) are unions of whole rows, without minute rows to get there.
+    HoursCutAt([i64; 2]),
+}
+
+impl Buckets {
+    /// The granularity of the rows.
+    fn granularity(self) -> Granularity {
+        match self {
+            Buckets::Minutes => Granularity::Minute,
+            Buckets::HoursCutAt(_) => Granularity::Hour,
+        }
+    }
+
+    /// The start of the bucket of `t_us`.
+    pub fn start_us(self, t_us: i64) -> i64 {
+        match self {
+            Buckets::Minutes => Granularity::Minute.truncate_us(t_us),
+            Buckets::HoursCutAt(cuts) => cuts
+                .into_iter()
+                .filter(|&cut| cut <= t_us)
+                .fold(Granularity::Hour.truncate_us(t_us), i64::max),
+        }
+    }
 }
 
 /// The result of a flush's fold.
@@ -122,6 +159,8 @@ pub struct Fold {
     pub received_until_us: i64,
     /// Newest event time of the events folded.
     pub event_until_us: i64,
+    /// The buckets of `rows`.
+    pub buckets: Buckets,
 }
 
 /// Folds facts, in stream order, into row deltas and new visitor states. `known` gives the
@@ -134,6 +173,7 @@ pub fn fold<'f>(
     settings: FoldSettings,
 ) -> Fold {
     let mut fold = Fold {
+        buckets: settings.buckets,
         received_until_us: i64::MIN,
         event_until_us: i64::MIN,
         ..Fold::default()
@@ -181,7 +221,9 @@ pub fn fold<'f>(
             visitor.state.attrs = attrs;
         }
     }
-    fold.roll_up_hours();
+    if fold.buckets == Buckets::Minutes {
+        fold.roll_up_hours();
+    }
     fold
 }
 
@@ -246,7 +288,7 @@ impl Fold {
         let key = RowKey {
             tenant_id: fact.tenant_id,
             site_id: fact.site_id,
-            granularity: Granularity::Minute,
+            granularity: self.buckets.granularity(),
             bucket_us,
             dimension,
             value: self.values.intern(value),
@@ -256,24 +298,24 @@ impl Fold {
 
     fn add_bot(&mut self, fact: &Fact, reason: &str) {
         self.counted += 1;
-        let minute = Granularity::Minute.truncate_us(fact.timestamp_us);
-        self.row(fact, minute, Dimension::Total, "")
+        let bucket = self.buckets.start_us(fact.timestamp_us);
+        self.row(fact, bucket, Dimension::Total, "")
             .counters
             .bot_events += 1;
-        self.row(fact, minute, Dimension::Bot, reason)
+        self.row(fact, bucket, Dimension::Bot, reason)
             .counters
             .bot_events += 1;
     }
 
     fn add_event(&mut self, fact: &Fact, attrs: &Attrs, site_currency: Option<&str>) {
-        let minute = Granularity::Minute.truncate_us(fact.timestamp_us);
+        let bucket = self.buckets.start_us(fact.timestamp_us);
         let pageview = i64::from(fact.kind == Kind::Pageview);
         // Revenue in the site's currency goes on every row of the event; revenue in any
         // currency goes on its `currency` row, so foreign-currency orders are kept, not mixed.
         let mut site_revenue = None;
         if let Some(order) = &fact.order {
             let currency = order.currency.as_deref().or(site_currency).unwrap_or("");
-            let row = self.row(fact, minute, Dimension::Currency, currency);
+            let row = self.row(fact, bucket, Dimension::Currency, currency);
             row.counters.orders += 1;
             row.counters.revenue_micros += order.revenue_micros;
             if order.currency.is_none() || order.currency.as_deref() == site_currency {
@@ -292,7 +334,7 @@ impl Fold {
         }
         let visitor = VisitorHash::of(&fact.visitor_id);
         for (dimension, value) in rows {
-            let row = self.row(fact, minute, dimension, value);
+            let row = self.row(fact, bucket, dimension, value);
             row.counters.events += 1;
             row.counters.pageviews += pageview;
             if let Some(revenue) = site_revenue {
@@ -306,17 +348,17 @@ impl Fold {
     }
 
     fn add_visit(&mut self, fact: &Fact, attrs: &Attrs, visit: &VisitStep) {
-        let minute = Granularity::Minute.truncate_us(visit.start_us);
+        let bucket = self.buckets.start_us(visit.start_us);
         for delta in &visit.deltas {
             let (counters, entry_page) = match delta {
                 SessionDelta::EntryPage { page, delta } => {
-                    self.row(fact, minute, Dimension::EntryPage, page)
+                    self.row(fact, bucket, Dimension::EntryPage, page)
                         .counters
                         .visits += delta;
                     continue;
                 }
                 SessionDelta::ExitPage { page, delta } => {
-                    self.row(fact, minute, Dimension::ExitPage, page)
+                    self.row(fact, bucket, Dimension::ExitPage, page)
                         .counters
                         .visits += delta;
                     continue;
@@ -343,19 +385,19 @@ impl Fold {
                     false,
                 ),
             };
-            self.row(fact, minute, Dimension::Total, "")
+            self.row(fact, bucket, Dimension::Total, "")
                 .counters
                 .add(&counters);
             for (dimension, value) in attr_rows(attrs) {
                 if !value.is_empty() {
-                    self.row(fact, minute, dimension, value)
+                    self.row(fact, bucket, dimension, value)
                         .counters
                         .add(&counters);
                 }
             }
             // Bounce rate by landing page: the bounce goes to the visit's entry page.
             if entry_page && let Some(page) = &visit.entry {
-                self.row(fact, minute, Dimension::EntryPage, page)
+                self.row(fact, bucket, Dimension::EntryPage, page)
                     .counters
                     .add(&counters);
             }
@@ -433,7 +475,32 @@ mod tests {
         FoldSettings {
             now_us: T0 + 3_600_000_000,
             late_max_age_us: 86_400_000_000,
+            buckets: Buckets::Minutes,
         }
+    }
+
+    #[test]
+    fn cut_hours_start_at_the_hour_or_at_the_cut_before_the_time() {
+        const HOUR: i64 = 3_600_000_000;
+        let h = Granularity::Hour.truncate_us(T0);
+        // A local day from h + 30 min to h + 24 h + 30 min (a half-hour zone).
+        let buckets = Buckets::HoursCutAt([h + HOUR / 2, h + 24 * HOUR + HOUR / 2]);
+        assert_eq!(buckets.start_us(h + 1), h);
+        assert_eq!(buckets.start_us(h + HOUR / 2 - 1), h);
+        assert_eq!(buckets.start_us(h + HOUR / 2), h + HOUR / 2);
+        assert_eq!(buckets.start_us(h + HOUR + 7), h + HOUR);
+        assert_eq!(
+            buckets.start_us(h + 24 * HOUR + HOUR / 2 + 1),
+            h + 24 * HOUR + HOUR / 2
+        );
+        assert_eq!(buckets.start_us(h + 25 * HOUR), h + 25 * HOUR);
+        // Cuts on the hour cut nothing.
+        let whole = Buckets::HoursCutAt([h, h + 24 * HOUR]);
+        assert_eq!(whole.start_us(h + HOUR - 1), h);
+        assert_eq!(
+            Buckets::Minutes.start_us(T0),
+            Granularity::Minute.truncate_us(T0)
+        );
     }
 
     fn currencies() -> FastMap<i64, String> {

@@ -475,6 +475,7 @@ impl RollupSink {
             late_max_age_us: i64::try_from(self.settings.late_event_max_age_secs)
                 .unwrap_or(i64::MAX / 1_000_000)
                 .saturating_mul(1_000_000),
+            buckets: aggregate::Buckets::Minutes,
         };
         let visitors = &self.visitors;
         let fold = aggregate::fold(
