@@ -114,7 +114,8 @@ pub enum Buckets {
     /// UTC minutes, and hour rows rolled up from them (the speed layer's rows).
     #[default]
     Minutes,
-    /// UTC hours, each cut in two where one of `cuts` falls inside it, and nothing rolled up.
+    /// UTC hours, each cut in two where one of the two given times falls inside it, and nothing
+    /// rolled up.
     /// A row of a cut hour is keyed by the start of its part. For the batch layer: with a
     /// local day's start and end as the cuts, both the UTC hours and the local day (which may
     /// start on a half hour) are unions of whole rows, without minute rows to get there.
