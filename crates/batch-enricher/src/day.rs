@@ -1,10 +1,10 @@
 //! One tenant-day through both stages.
 //!
 //! 1. **trusted**: spill the raw window to disk by visitor bucket, then a chunk of whole visitors
-//!    at a time: dedupe (DataFusion), validate, enrich, sessionise, join reference data, write
-//!    its part of the next revision of `trusted/events` and `trusted/sessions`, fold its
-//!    rollups and daily metrics; last, the day's `trusted/daily_metrics` and `errors/batch`
-//!    (rejected rows);
+//!    at a time: dedupe, leave out the visitors that cannot reach the day, sort (DataFusion),
+//!    validate, enrich, sessionise, join reference data, write its part of the next revision of
+//!    `trusted/events` and `trusted/sessions`, fold its rollups and daily metrics; last, the
+//!    day's `trusted/daily_metrics` and `errors/batch` (rejected rows);
 //! 2. **rollups**: in one transaction, replace every site's batch rows of the day, upsert their
 //!    closures, switch the lake manifests to the new revision and mark the tenant-day done in
 //!    the run; then delete the previous revision's objects.
@@ -142,7 +142,22 @@ async fn stage1(
 ) -> Result<Stage1, BatchError> {
     let (tenant_id, date) = (day.tenant_id, day.day);
     let (from, to) = day.window_us(ctx.settings.margin_us);
+    let spilling = std::time::Instant::now();
     let spill = Arc::new(raw::spill_window(&*ctx.lake, tenant_id, from, to).await?);
+    info!(
+        tenant_id, day = %date, objects = spill.objects, rows = spill.rows(),
+        seconds = spilling.elapsed().as_secs_f64(), "raw window spilled"
+    );
+    let wanted = Arc::new(raw::Wanted {
+        tenant_id,
+        window_us: from..to,
+        reach_us: day
+            .sites
+            .iter()
+            .map(|site| (site.site_id, SiteFold::reach_us(site)))
+            .collect(),
+        known_sites: day.known_sites.clone(),
+    });
     let references = Arc::new(reference::load(&*ctx.lake, tenant_id, &ctx.settings.joins).await?);
     let mut chunks = spill.chunks(ctx.settings.chunk_rows);
     if chunks.is_empty() {
@@ -168,10 +183,15 @@ async fn stage1(
     let mut figures = (0, 0);
     let mut computed = futures_util::stream::iter(chunks)
         .map(|buckets| {
-            let (ctx, day, spill, references) =
-                (ctx.clone(), day.clone(), spill.clone(), references.clone());
+            let (ctx, day, spill, wanted, references) = (
+                ctx.clone(),
+                day.clone(),
+                spill.clone(),
+                wanted.clone(),
+                references.clone(),
+            );
             async move {
-                let events = spill.read(buckets, tenant_id, from, to).await?;
+                let events = spill.read(buckets, &wanted).await?;
                 tokio::task::spawn_blocking(move || compute(&ctx, &day, events, &references))
                     .await?
             }

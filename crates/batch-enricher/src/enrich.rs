@@ -5,7 +5,7 @@
 //! list. Events arrive sorted by site, visitor and time, so one pass of
 //! [`sightline_event::apply_event`] per visitor gives every visit exactly.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, ops::Range};
 
 use sightline_event::{
     BotReason, Enriched, Enricher, SESSION_TIMEOUT_US, VisitorKey, apply_event, session::Placement,
@@ -19,12 +19,46 @@ use uuid::Uuid;
 pub struct Prepared {
     /// The event as stored in `raw/`.
     pub event: Event,
-    /// What enrichment derived.
-    pub enriched: Enriched,
-    /// What the rollups count of it (the stream processor's own extraction).
+    /// What enrichment derived beyond what the fact carries.
+    pub detail: Detail,
+    /// What the rollups count of it (the stream processor's own extraction): with `detail`,
+    /// the whole enrichment (browser, OS, device, source, medium and the first UTM fields are
+    /// in its `attrs`, the bot verdict in `bot`).
     pub fact: Fact,
     /// The visit it belongs to (humans' pages, screens and tracks).
     pub session_id: Option<Uuid>,
+}
+
+/// The enrichment fields `trusted/events` has and a [`Fact`] does not.
+#[derive(Debug, Clone, Default)]
+pub struct Detail {
+    /// Browser major version.
+    pub browser_major: String,
+    /// Operating system major version.
+    pub os_major: String,
+    /// Page host, lowercase, without `www.`.
+    pub host: String,
+    /// Page path without query, fragment or trailing slash.
+    pub path: String,
+    /// `utm_term`.
+    pub utm_term: String,
+    /// `utm_content`.
+    pub utm_content: String,
+}
+
+impl Detail {
+    /// Takes the fields out of `enriched`, but for the path, which the fact needs too.
+    fn take(enriched: &mut Enriched) -> Self {
+        let take = std::mem::take::<String>;
+        Self {
+            browser_major: take(&mut enriched.browser_major),
+            os_major: take(&mut enriched.os_major),
+            host: take(&mut enriched.host),
+            path: enriched.path.clone(),
+            utm_term: take(&mut enriched.utm_term),
+            utm_content: take(&mut enriched.utm_content),
+        }
+    }
 }
 
 /// An event left out, with its reason.
@@ -91,11 +125,29 @@ impl Rules {
 
 /// Why an event cannot be used, if it cannot.
 fn rejection(event: &Event, sites: &HashSet<i64>) -> Option<&'static str> {
-    if event.message_id.is_empty() || event.visitor_id.is_empty() {
+    rejection_of(
+        &event.message_id,
+        &event.visitor_id,
+        event.r#type(),
+        event.site_id,
+        sites,
+    )
+}
+
+/// Why an event with these fields cannot be used, if it cannot (raw rows are checked with it
+/// before they become events, through [`Role::of`]).
+fn rejection_of(
+    message_id: &str,
+    visitor_id: &str,
+    event_type: EventType,
+    site_id: i64,
+    sites: &HashSet<i64>,
+) -> Option<&'static str> {
+    if message_id.is_empty() || visitor_id.is_empty() {
         Some("missing_id")
-    } else if event.r#type() == EventType::Unspecified {
+    } else if event_type == EventType::Unspecified {
         Some("unknown_type")
-    } else if !sites.contains(&event.site_id) {
+    } else if !sites.contains(&site_id) {
         Some("unknown_site")
     } else {
         None
@@ -117,19 +169,93 @@ pub fn prepare(
             continue;
         }
         let mut enriched = enricher.enrich(&event);
-        let mut fact = Fact::from_enriched(&event, enriched.clone());
+        let detail = Detail::take(&mut enriched);
+        let mut fact = Fact::from_enriched(&event, enriched);
         if fact.bot.is_none() && rules.is_listed_bot(&event.user_agent) {
             fact.bot = Some(BotReason::KnownBotPattern);
-            enriched.bot = fact.bot;
         }
         prepared.push(Prepared {
             event,
-            enriched,
+            detail,
             fact,
             session_id: None,
         });
     }
     (prepared, rejected)
+}
+
+/// What a raw row is to sessionisation, as far as reaching a day's figures goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It will be rejected ([`rejection_of`]): kept wherever it lies, so that it is reported.
+    Rejected,
+    /// `identify`, `group` or `alias`: counted in its own bucket, and part of no visit.
+    Bookkeeping,
+    /// `page`, `screen` or `track`: it may start or extend a visit (bots' included, so that
+    /// no chain of visits is ever cut short).
+    Activity,
+}
+
+impl Role {
+    /// The role of a row with these fields.
+    pub fn of(
+        message_id: &str,
+        visitor_id: &str,
+        event_type: EventType,
+        site_id: i64,
+        sites: &HashSet<i64>,
+    ) -> Self {
+        if rejection_of(message_id, visitor_id, event_type, site_id, sites).is_some() {
+            Self::Rejected
+        } else if matches!(
+            event_type,
+            EventType::Identify | EventType::Group | EventType::Alias
+        ) {
+            Self::Bookkeeping
+        } else {
+            Self::Activity
+        }
+    }
+}
+
+/// Marks in `keep` which of one visitor's rows (`rows`, time and role, in time order) can change
+/// a figure of a site-day whose events in `reach` count (`None`: the site has no day here).
+///
+/// An event counts in its own bucket and a visit in the bucket of its first event, and a visit
+/// is a chain of activity less than [`SESSION_TIMEOUT_US`] apart. So the activity rows kept are
+/// the chains (split where activity pauses that long) with a row in `reach`, margins included:
+/// the visits that start before the day or end after it stay whole. A pause in all activity,
+/// bots' included, is a pause in every visit, so no visit is cut. Bookkeeping rows are kept when
+/// they lie in `reach`, rejected rows always. Every other row only feeds visits and buckets
+/// outside the day.
+pub fn mark_reaching(rows: &[(i64, Role)], reach: Option<&Range<i64>>, keep: &mut [bool]) {
+    let in_reach = |t: &i64| reach.is_some_and(|r| r.contains(t));
+    // The activity rows of the chain in progress, and whether one of them is in reach.
+    let mut chain: Vec<usize> = Vec::new();
+    let mut chain_reaches = false;
+    let mut last_us = None;
+    fn close(keep: &mut [bool], chain: &mut Vec<usize>, reaches: bool) {
+        for &i in chain.iter() {
+            keep[i] = reaches;
+        }
+        chain.clear();
+    }
+    for (i, &(t, role)) in rows.iter().enumerate() {
+        match role {
+            Role::Rejected => keep[i] = true,
+            Role::Bookkeeping => keep[i] = in_reach(&t),
+            Role::Activity => {
+                if last_us.is_some_and(|last: i64| t.saturating_sub(last) >= SESSION_TIMEOUT_US) {
+                    close(keep, &mut chain, chain_reaches);
+                    chain_reaches = false;
+                }
+                chain.push(i);
+                chain_reaches |= in_reach(&t);
+                last_us = Some(t);
+            }
+        }
+    }
+    close(keep, &mut chain, chain_reaches);
 }
 
 /// Sessionises `prepared` (sorted by site, visitor and time) with the shared rules, fills each
@@ -232,6 +358,41 @@ mod tests {
         let rules = Rules::new(&["  windows NT 10 ".into()]);
         let (ok, _) = prepare(&enricher, &rules, events, &HashSet::from([2]));
         assert_eq!(ok[0].fact.bot, Some(BotReason::KnownBotPattern));
+    }
+
+    #[test]
+    fn whole_visits_that_reach_the_day_are_kept_and_nothing_else() {
+        use Role::{Activity, Bookkeeping, Rejected};
+        let reach = 100 * MINUTE..200 * MINUTE;
+        let rows = [
+            (10 * MINUTE, Activity),    // a visit before the day: out
+            (20 * MINUTE, Bookkeeping), // before the day: out
+            (30 * MINUTE, Rejected),    // reported wherever it lies
+            // 60 minutes later, a visit that starts before the day and runs into it: whole.
+            (90 * MINUTE, Activity),
+            (99 * MINUTE, Bookkeeping), // outside the day, and in no visit: out
+            (110 * MINUTE, Activity),
+            (150 * MINUTE, Bookkeeping), // in the day
+            // Starts in the day and goes on after it; the rejected row in between does not
+            // join it to the next.
+            (190 * MINUTE, Activity),
+            (205 * MINUTE, Rejected),
+            (215 * MINUTE, Activity),
+            (250 * MINUTE, Activity), // 35 minutes after: a new visit, after the day: out
+        ];
+        let mut keep = [false; 11];
+        mark_reaching(&rows, Some(&reach), &mut keep);
+        let kept: Vec<i64> = rows
+            .iter()
+            .zip(keep)
+            .filter(|(_, k)| *k)
+            .map(|((t, _), _)| t / MINUTE)
+            .collect();
+        assert_eq!(kept, [30, 90, 110, 150, 190, 205, 215]);
+        // A site without a day here: only what is rejected.
+        let mut keep = [true; 11];
+        mark_reaching(&rows, None, &mut keep);
+        assert_eq!(keep.iter().filter(|k| **k).count(), 2);
     }
 
     #[test]

@@ -6,10 +6,14 @@
 //! the window and writes them, unchanged, to [`BUCKETS`] Arrow IPC files in a temporary folder,
 //! a bucket per hash of (site, visitor): every event of a visitor, and every copy of an event,
 //! lands in the same bucket. [`Spill::read`] then takes consecutive buckets of about
-//! `batch.chunk_rows` rows at a time, and the SQL drops duplicates (same site and messageId:
-//! the copy received first wins) and sorts them by site, visitor and time.
+//! `batch.chunk_rows` rows at a time and, from their key columns alone, keeps one copy of each
+//! event (same site and messageId: the copy received first wins). DataFusion sorts those by
+//! site, visitor and time, and only the rows that can change the day's figures become events
+//! (see [`Wanted`]): about half of a day's window is margins, read for the visits that cross
+//! midnight.
 
 use std::{
+    collections::{HashMap, HashSet, hash_map::Entry},
     fs::File,
     hash::BuildHasher as _,
     io::{BufReader, BufWriter, Write as _},
@@ -19,7 +23,10 @@ use std::{
 };
 
 use arrow::{
-    array::{ArrayRef, AsArray, RecordBatch, UInt32Array},
+    array::{
+        ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
+        TimestampMicrosecondArray, UInt32Array,
+    },
     compute::{concat_batches, take_record_batch},
     datatypes::{DataType, Field, Int64Type, Schema, TimestampMicrosecondType, UInt32Type},
     ipc::{
@@ -36,11 +43,14 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sightline_lake::{
     ObjectStore,
     layout::{RawPartition, raw_day_prefix},
-    schema::raw_event_schema,
+    schema::{event_type_from_name, raw_event_schema},
 };
 use sightline_proto::events::v1::Event;
 
-use crate::BatchError;
+use crate::{
+    BatchError,
+    enrich::{Role, mark_reaching},
+};
 
 /// Objects fetched and decoded at the same time (each decoded object is in memory).
 const FETCH_CONCURRENCY: usize = 2;
@@ -61,6 +71,22 @@ pub const BUCKETS: usize = 128;
 
 /// Seed of the bucket hash (fixed: the same input splits the same way on every run).
 const BUCKET_SEED: u64 = 0x5167_4b1e;
+
+/// What a chunk keeps of its rows, besides one copy of each event.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    /// The tenant.
+    pub tenant_id: i64,
+    /// The event times read.
+    pub window_us: Range<i64>,
+    /// Per site of the tenant-day, the event times that reach its outputs: the rows kept are
+    /// those in reach and the whole visits with one there ([`mark_reaching`]). Rows of a known
+    /// site without a day here change nothing and are left out.
+    pub reach_us: HashMap<i64, Range<i64>>,
+    /// Every site of the tenant. Rows that will be rejected (of another site, or without an id
+    /// or a known type) are kept wherever they lie, so that they are reported.
+    pub known_sites: HashSet<i64>,
+}
 
 /// A tenant-day's window, split by visitor into bucket files of a temporary folder (deleted
 /// when dropped).
@@ -335,13 +361,12 @@ impl Spill {
         chunks
     }
 
-    /// The unique events of `buckets`, sorted by site, visitor, time and messageId.
+    /// The unique events of `buckets` that `wanted` keeps, sorted by site, visitor, time and
+    /// messageId.
     pub async fn read(
         &self,
         buckets: Range<usize>,
-        tenant_id: i64,
-        from_us: i64,
-        to_us: i64,
+        wanted: &Wanted,
     ) -> Result<Vec<Event>, BatchError> {
         let mut batches = Vec::new();
         for bucket in buckets.filter(|&b| self.rows[b] > 0) {
@@ -351,54 +376,44 @@ impl Spill {
                 batches.push(batch?);
             }
         }
-        dedupe(batches, tenant_id, from_us, to_us).await
+        dedupe(batches, wanted).await
     }
 }
 
-/// The DataFusion part: window filter, dedupe, sort. The SQL sees only the key columns and
-/// each row's index across `batches`, so its repartitions and sorts move a few narrow columns;
-/// the rows themselves are read once, into events, in the order it returns, straight from the
-/// batches as they came from the spill (neither gathered into one batch nor taken into another).
-async fn dedupe(
-    batches: Vec<RecordBatch>,
-    tenant_id: i64,
-    from_us: i64,
-    to_us: i64,
-) -> Result<Vec<Event>, BatchError> {
+/// The rows of `batches` that `wanted` keeps ([`first_copies`], then [`reaching`]), sorted by
+/// DataFusion by site, visitor, time and messageId. The SQL sees only the sort keys and each row's index across
+/// `batches`, so its sort moves a few narrow columns; the rows themselves are read once, into
+/// events, in the order it returns, straight from the batches as they came from the spill
+/// (neither gathered into one batch nor taken into another).
+async fn dedupe(batches: Vec<RecordBatch>, wanted: &Wanted) -> Result<Vec<Event>, BatchError> {
     if batches.is_empty() {
         return Ok(Vec::new());
     }
+    let keys = batches
+        .iter()
+        .map(Keys::of)
+        .collect::<Result<Vec<_>, _>>()?;
+    let keep = first_copies(&keys, wanted);
     // The index of the first row of each batch.
     let mut starts = Vec::with_capacity(batches.len());
-    let mut keys = Vec::with_capacity(batches.len());
+    let mut sort_keys = Vec::with_capacity(batches.len());
     let mut next = 0u32;
-    for batch in &batches {
+    for (batch, keep) in batches.iter().zip(keep) {
         let end = u32::try_from(batch.num_rows())
             .ok()
             .and_then(|rows| next.checked_add(rows))
             .ok_or_else(|| BatchError::Invalid("a chunk of more than 2^32 rows".into()))?;
         starts.push(next);
-        keys.push(key_columns(batch, next..end)?);
+        sort_keys.push(sort_columns(batch, next..end, keep)?);
         next = end;
     }
     let ctx = SessionContext::new();
-    let table = MemTable::try_new(keys[0].schema(), vec![keys])?;
+    let table = MemTable::try_new(sort_keys[0].schema(), vec![sort_keys])?;
     ctx.register_table("raw", Arc::new(table))?;
-    let window = format!(
-        "tenant_id = {tenant_id} AND CAST(\"timestamp\" AS BIGINT) >= {from_us} \
-         AND CAST(\"timestamp\" AS BIGINT) < {to_us}"
-    );
     // Sort keys end in message_id so that equal timestamps keep one order on every run.
-    let sql = format!(
-        "SELECT idx FROM (
-           SELECT idx, site_id, visitor_id, \"timestamp\", message_id, row_number() OVER (
-             PARTITION BY site_id, message_id
-             ORDER BY received_at, \"timestamp\", visitor_id, idx) AS copy
-           FROM raw WHERE {window})
-         WHERE copy = 1
-         ORDER BY site_id, visitor_id, \"timestamp\", message_id"
-    );
-    let order = ctx.sql(&sql).await?.collect().await?;
+    let sql =
+        "SELECT idx FROM raw WHERE keep ORDER BY site_id, visitor_id, \"timestamp\", message_id";
+    let order = ctx.sql(sql).await?.collect().await?;
     drop(ctx);
     let mut rows = Vec::with_capacity(order.iter().map(RecordBatch::num_rows).sum());
     for batch in &order {
@@ -411,24 +426,160 @@ async fn dedupe(
             rows.push((b, (idx - starts[b]) as usize));
         }
     }
+    let reaching = reaching(&keys, &rows, wanted);
+    let rows = rows
+        .into_iter()
+        .zip(reaching)
+        .filter_map(|(row, keep)| keep.then_some(row));
     sightline_lake::parquet::events_at(&batches, rows)
         .map_err(|e| BatchError::Invalid(format!("raw events: {e}")))
 }
 
-/// The columns dedupe and sort look at, and each row's index across the chunk's batches
-/// (`idx`, the values of `indices`, one per row); the key columns are shared with `rows`, not
-/// copied.
-fn key_columns(rows: &RecordBatch, indices: Range<u32>) -> Result<RecordBatch, BatchError> {
+/// Which of the chunk's unique rows, sorted by site, visitor and time (`rows`: batch and row
+/// in `keys`), can change the day's figures, a visitor at a time ([`mark_reaching`]).
+fn reaching(keys: &[Keys<'_>], rows: &[(usize, usize)], wanted: &Wanted) -> Vec<bool> {
+    let mut keep = vec![false; rows.len()];
+    let mut visitor: Vec<(i64, Role)> = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let owner = |i: usize| {
+            let (b, row) = rows[i];
+            (keys[b].site_id.value(row), keys[b].visitor_id.value(row))
+        };
+        let (site, _) = owner(start);
+        let end = (start + 1..rows.len())
+            .find(|&i| owner(i) != owner(start))
+            .unwrap_or(rows.len());
+        visitor.clear();
+        visitor.extend(rows[start..end].iter().map(|&(b, row)| {
+            let k = &keys[b];
+            let role = Role::of(
+                k.message_id.value(row),
+                k.visitor_id.value(row),
+                event_type_from_name(k.event_type.value(row)),
+                k.site_id.value(row),
+                &wanted.known_sites,
+            );
+            (k.timestamp.value(row), role)
+        }));
+        mark_reaching(&visitor, wanted.reach_us.get(&site), &mut keep[start..end]);
+        start = end;
+    }
+    keep
+}
+
+/// The columns of a spilled batch that decide whether a row is kept, typed once.
+struct Keys<'a> {
+    tenant_id: &'a Int64Array,
+    site_id: &'a Int64Array,
+    message_id: &'a StringArray,
+    visitor_id: &'a StringArray,
+    event_type: &'a StringArray,
+    timestamp: &'a TimestampMicrosecondArray,
+    received_at: &'a TimestampMicrosecondArray,
+}
+
+impl<'a> Keys<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Self, BatchError> {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| BatchError::Invalid(format!("raw events: no column `{name}`")))
+        };
+        let invalid =
+            |name: &str| BatchError::Invalid(format!("raw events: `{name}` has a wrong type"));
+        let int = |name: &str| {
+            column(name)?
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| invalid(name))
+        };
+        let text = |name: &str| {
+            column(name)?
+                .as_string_opt::<i32>()
+                .ok_or_else(|| invalid(name))
+        };
+        let time = |name: &str| {
+            column(name)?
+                .as_primitive_opt::<TimestampMicrosecondType>()
+                .ok_or_else(|| invalid(name))
+        };
+        Ok(Self {
+            tenant_id: int("tenant_id")?,
+            site_id: int("site_id")?,
+            message_id: text("message_id")?,
+            visitor_id: text("visitor_id")?,
+            event_type: text("type")?,
+            timestamp: time("timestamp")?,
+            received_at: time("received_at")?,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.site_id.len()
+    }
+}
+
+/// For each batch of a chunk, which of its rows are the one copy of an event that goes on:
+/// rows of `wanted`'s tenant and window, one per site and messageId (the copy received first,
+/// then the one with the earlier time, then by visitor, then the first read). A hash pass over
+/// the key columns: about 1 % of events have a copy, so ranking every row would be wasted work.
+fn first_copies(keys: &[Keys<'_>], wanted: &Wanted) -> Vec<BooleanArray> {
+    type Rank<'k> = (i64, i64, &'k str, usize, usize);
+    let in_window = |k: &Keys<'_>, row: usize| {
+        k.tenant_id.value(row) == wanted.tenant_id
+            && wanted.window_us.contains(&k.timestamp.value(row))
+    };
+    let rows: usize = keys.iter().map(Keys::len).sum();
+    let mut first: HashMap<(i64, &str), Rank<'_>, _> =
+        HashMap::with_capacity_and_hasher(rows, foldhash::fast::RandomState::default());
+    for (b, k) in keys.iter().enumerate() {
+        for row in (0..k.len()).filter(|&row| in_window(k, row)) {
+            let rank = (
+                k.received_at.value(row),
+                k.timestamp.value(row),
+                k.visitor_id.value(row),
+                b,
+                row,
+            );
+            match first.entry((k.site_id.value(row), k.message_id.value(row))) {
+                Entry::Vacant(entry) => {
+                    entry.insert(rank);
+                }
+                Entry::Occupied(mut entry) => {
+                    if rank < *entry.get() {
+                        entry.insert(rank);
+                    }
+                }
+            }
+        }
+    }
+    keys.iter()
+        .enumerate()
+        .map(|(b, k)| {
+            (0..k.len())
+                .map(|row| {
+                    in_window(k, row)
+                        && first
+                            .get(&(k.site_id.value(row), k.message_id.value(row)))
+                            .is_some_and(|&(.., fb, frow)| (fb, frow) == (b, row))
+                })
+                .collect::<Vec<bool>>()
+                .into()
+        })
+        .collect()
+}
+
+/// The columns the sort looks at, each row's index across the chunk's batches (`idx`, the
+/// values of `indices`, one per row) and whether it is kept (`keep`); the key columns are
+/// shared with `rows`, not copied.
+fn sort_columns(
+    rows: &RecordBatch,
+    indices: Range<u32>,
+    keep: BooleanArray,
+) -> Result<RecordBatch, BatchError> {
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
-    for name in [
-        "tenant_id",
-        "site_id",
-        "message_id",
-        "visitor_id",
-        "timestamp",
-        "received_at",
-    ] {
+    for name in ["site_id", "message_id", "visitor_id", "timestamp"] {
         let (i, field) = rows
             .schema_ref()
             .column_with_name(name)
@@ -439,6 +590,8 @@ fn key_columns(rows: &RecordBatch, indices: Range<u32>) -> Result<RecordBatch, B
     }
     fields.push(Field::new("idx", DataType::UInt32, false));
     columns.push(Arc::new(UInt32Array::from_iter_values(indices)));
+    fields.push(Field::new("keep", DataType::Boolean, false));
+    columns.push(Arc::new(keep));
     Ok(RecordBatch::try_new(
         Arc::new(Schema::new(fields)),
         columns,
@@ -507,12 +660,60 @@ mod tests {
             event("m0", "a", 60, 1),
         ])
         .unwrap();
-        let events = dedupe(vec![a, b], 1, 0, 1_000).await.unwrap();
+        let events = dedupe(vec![a, b], &wanted(0..1_000)).await.unwrap();
         let got: Vec<(&str, i64)> = events
             .iter()
             .map(|e| (e.message_id.as_str(), e.received_at_us))
             .collect();
         assert_eq!(got, [("m0", 1), ("m2", 1), ("m1", 3)]);
+    }
+
+    /// Tenant 1, window `[0, 1000)`, site 2 known and of the day with `reach`, site 3 known but
+    /// not of the day.
+    fn wanted(reach: Range<i64>) -> Wanted {
+        Wanted {
+            tenant_id: 1,
+            window_us: 0..1_000,
+            reach_us: HashMap::from([(2, reach)]),
+            known_sites: HashSet::from([2, 3]),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_rows_that_reach_the_day_and_rows_to_reject_go_on() {
+        let event = |id: &str, site_id: i64, visitor: &str, t: i64| {
+            let mut e = Event {
+                message_id: id.into(),
+                tenant_id: 1,
+                site_id,
+                visitor_id: visitor.into(),
+                timestamp_us: t,
+                received_at_us: t,
+                ..Event::default()
+            };
+            e.set_type(sightline_proto::events::v1::EventType::Page);
+            e
+        };
+        let mut unknown_type = event("odd", 2, "margin", 60);
+        unknown_type.set_type(sightline_proto::events::v1::EventType::Unspecified);
+        let batch = sightline_lake::parquet::events_to_record_batch(&[
+            // A visit that reaches the day with its last event: it stays whole, margin too.
+            event("c1", 2, "crossing", 350),
+            event("c2", 2, "crossing", 450),
+            // A visit only in the margins: left out, but for its row that will be rejected.
+            event("m1", 2, "margin", 50),
+            event("m2", 2, "margin", 900),
+            unknown_type,
+            // Of a known site that is not of the day: nothing it does counts.
+            event("s1", 3, "elsewhere", 500),
+            // Of an unknown site, and without an id: kept, to be rejected.
+            event("u1", 9, "stranger", 50),
+            event("", 2, "nameless", 50),
+        ])
+        .unwrap();
+        let events = dedupe(vec![batch], &wanted(400..800)).await.unwrap();
+        let got: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
+        assert_eq!(got, ["c1", "c2", "odd", "", "u1"]);
     }
 
     #[test]

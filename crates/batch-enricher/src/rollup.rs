@@ -7,7 +7,7 @@
 //! starting in the local day and the `day` row unites the parts inside it (local days need not
 //! start on a UTC hour).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, ops::Range};
 
 use chrono::{DateTime, Utc};
 use foldhash::fast::RandomState;
@@ -91,6 +91,16 @@ impl SiteFold {
             hours: BTreeMap::new(),
             days: BTreeMap::new(),
         }
+    }
+
+    /// The event times whose facts can reach `site`'s rows: its local day, and the rest of the
+    /// UTC hour the day ends in (an hour row is the whole hour when it starts in the day). An
+    /// event counts in its own bucket and a visit in the bucket of its first event, so a visitor
+    /// with no event in this span adds nothing to any row.
+    pub fn reach_us(site: &SiteDay) -> Range<i64> {
+        const HOUR_US: i64 = 3_600_000_000;
+        let last_hour = Granularity::Hour.truncate_us(site.ends_us.saturating_sub(1));
+        site.starts_us..site.ends_us.max(last_hour.saturating_add(HOUR_US))
     }
 
     /// Folds one site's facts (whole visitors, each in time order; margins included).
@@ -470,7 +480,7 @@ mod tests {
     use sightline_proto::events::v1::{Event, EventType};
 
     use super::*;
-    use crate::enrich::{Rules, prepare};
+    use crate::enrich::{Role, Rules, mark_reaching, prepare, sessionise};
 
     const MINUTE: i64 = 60_000_000;
 
@@ -537,5 +547,200 @@ mod tests {
             .unwrap();
         assert_eq!(total.4.pageviews, 12);
         assert_eq!(total.5.map(f64::round), Some(3.0));
+    }
+
+    #[test]
+    fn only_visitors_with_an_event_in_reach_add_to_the_rows() {
+        // A day that ends at half past an hour, as in Kolkata: its last hour row runs on to the
+        // full hour.
+        let starts_us = 1_741_545_000_000_000; // 2025-03-09T18:30Z
+        let site = SiteDay {
+            tenant_id: 1,
+            site_id: 2,
+            day: NaiveDate::from_ymd_opt(2025, 3, 10).unwrap(),
+            zone: chrono_tz::Asia::Kolkata,
+            currency: "INR".into(),
+            starts_us,
+            ends_us: starts_us + 24 * 60 * MINUTE,
+        };
+        let reach = SiteFold::reach_us(&site);
+        assert_eq!(reach, site.starts_us..site.ends_us + 30 * MINUTE);
+        let visit = |visitor: &str, from_us: i64| -> Vec<Event> {
+            (0..3)
+                .map(|i| {
+                    let mut e = Event {
+                        message_id: format!("{visitor}{i}"),
+                        tenant_id: 1,
+                        site_id: 2,
+                        visitor_id: visitor.into(),
+                        timestamp_us: from_us + i * 5 * MINUTE,
+                        user_agent: "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 \
+                                     Firefox/125.0"
+                            .into(),
+                        page_url: format!("https://s.example/p{i}"),
+                        ..Event::default()
+                    };
+                    e.set_type(EventType::Page);
+                    e
+                })
+                .collect()
+        };
+        let enricher = Enricher::new().unwrap();
+        let rows_of = |visitors: &[Vec<Event>]| {
+            let events = visitors.concat();
+            let (prepared, _) = prepare(&enricher, &Rules::default(), events, &HashSet::from([2]));
+            let rows = SiteFold::of(&site, prepared.iter().map(|p| &p.fact)).rows();
+            rows.rows
+                .into_iter()
+                .map(|r| {
+                    let visitors = r.visitors.map(|v| v.estimate().round());
+                    (
+                        r.granularity,
+                        r.bucket_us,
+                        r.dimension,
+                        r.value,
+                        r.counters,
+                        visitors,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        // In the day, starting before it, and in the rest of its last hour: all three count.
+        let (inside, crossing, late_hour) = (
+            visit("in", starts_us + 60 * MINUTE),
+            visit("crossing", starts_us - 7 * MINUTE),
+            visit("late-hour", site.ends_us + 10 * MINUTE),
+        );
+        // Only before the day, and only after its last hour: neither reaches a row.
+        let (before, after) = (
+            visit("before", starts_us - 3 * 60 * MINUTE),
+            visit("after", reach.end),
+        );
+        let reached = rows_of(&[inside.clone(), crossing.clone(), late_hour.clone()]);
+        let everyone = rows_of(&[inside.clone(), crossing.clone(), late_hour, before, after]);
+        assert_eq!(everyone, reached);
+        assert_ne!(
+            reached,
+            rows_of(&[inside, crossing]),
+            "the last hour's rest counts"
+        );
+    }
+
+    #[test]
+    fn leaving_out_what_cannot_reach_the_day_changes_no_figure() {
+        let starts_us = 1_741_545_000_000_000; // 2025-03-09T18:30Z, Kolkata's midnight
+        let site = SiteDay {
+            tenant_id: 1,
+            site_id: 2,
+            day: NaiveDate::from_ymd_opt(2025, 3, 10).unwrap(),
+            zone: chrono_tz::Asia::Kolkata,
+            currency: "INR".into(),
+            starts_us,
+            ends_us: starts_us + 24 * 60 * MINUTE,
+        };
+        let reach = SiteFold::reach_us(&site);
+        // Visitors active across the day and 8 hours either side, with pauses just under and
+        // just over the visit timeout, bookkeeping calls, and a bot among them.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut events = Vec::new();
+        for v in 0..60 {
+            let mut t = starts_us - 8 * 60 * MINUTE + next(40 * 60) as i64 * MINUTE;
+            for i in 0..1 + next(40) {
+                t += match next(10) {
+                    0 => 29 * MINUTE + next(2 * MINUTE as u64) as i64,
+                    1 => 3 * 60 * MINUTE,
+                    _ => next(5 * MINUTE as u64) as i64,
+                };
+                let mut e = Event {
+                    message_id: format!("{v}-{i}"),
+                    tenant_id: 1,
+                    site_id: 2,
+                    visitor_id: format!("v{v:02}"),
+                    timestamp_us: t,
+                    user_agent: if v % 7 == 0 {
+                        "Googlebot/2.1 (+http://www.google.com/bot.html)"
+                    } else {
+                        "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
+                    }
+                    .into(),
+                    page_url: format!("https://s.example/p{}?utm_source=s{}", next(4), v % 3),
+                    ..Event::default()
+                };
+                e.set_type(match next(10) {
+                    0 => EventType::Identify,
+                    1 => EventType::Screen,
+                    2..=4 => EventType::Track,
+                    _ => EventType::Page,
+                });
+                events.push(e);
+            }
+        }
+        let sites = HashSet::from([2]);
+        let mut kept = Vec::new();
+        for visitor in events.chunk_by(|a, b| a.visitor_id == b.visitor_id) {
+            let rows: Vec<(i64, Role)> = visitor
+                .iter()
+                .map(|e| {
+                    let role = Role::of(&e.message_id, &e.visitor_id, e.r#type(), 2, &sites);
+                    (e.timestamp_us, role)
+                })
+                .collect();
+            let mut keep = vec![false; rows.len()];
+            mark_reaching(&rows, Some(&reach), &mut keep);
+            kept.extend(
+                visitor
+                    .iter()
+                    .zip(keep)
+                    .filter(|(_, k)| *k)
+                    .map(|(e, _)| e.clone()),
+            );
+        }
+        assert!(
+            kept.len() < events.len() * 3 / 4,
+            "{} of {} kept",
+            kept.len(),
+            events.len()
+        );
+        let enricher = Enricher::new().unwrap();
+        let figures = |events: Vec<Event>| {
+            let (mut prepared, _) = prepare(&enricher, &Rules::default(), events, &sites);
+            let visits: Vec<_> = sessionise(&mut prepared)
+                .into_iter()
+                .filter(|v| site.contains(v.start_us))
+                .collect();
+            let day_events: Vec<_> = prepared
+                .iter()
+                .filter(|p| site.contains(p.event.timestamp_us))
+                .map(|p| (p.event.message_id.clone(), p.session_id))
+                .collect();
+            let rows: Vec<_> = SiteFold::of(&site, prepared.iter().map(|p| &p.fact))
+                .rows()
+                .rows
+                .into_iter()
+                .map(|r| {
+                    let visitors = r.visitors.map(|v| v.estimate().round());
+                    (
+                        r.granularity,
+                        r.bucket_us,
+                        r.dimension,
+                        r.value,
+                        r.counters,
+                        visitors,
+                    )
+                })
+                .collect();
+            (visits, day_events, rows)
+        };
+        let (all, pruned) = (figures(events), figures(kept));
+        assert!(all.0.len() > 20 && all.1.len() > 200, "a real day");
+        assert_eq!(pruned.0, all.0, "visits");
+        assert_eq!(pruned.1, all.1, "events");
+        assert_eq!(pruned.2, all.2, "rollup rows");
     }
 }
