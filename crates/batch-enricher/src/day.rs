@@ -1,7 +1,7 @@
 //! One tenant-day through both stages.
 //!
 //! 1. **trusted**: spill the raw window to disk by visitor bucket, then a chunk of whole visitors
-//!    at a time: dedupe, leave out the visitors that cannot reach the day, sort (DataFusion),
+//!    at a time: dedupe, sort (DataFusion), leave out the rows that cannot reach the day,
 //!    validate, enrich, sessionise, join reference data, write its part of the next revision of
 //!    `trusted/events` and `trusted/sessions`, fold its rollups and daily metrics; last, the
 //!    day's `trusted/daily_metrics` and `errors/batch` (rejected rows);

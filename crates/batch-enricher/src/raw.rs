@@ -1,5 +1,6 @@
 //! Stage 1's input: a tenant's raw events around a local day, split into chunks of whole
-//! visitors, each deduplicated by event id with DataFusion in the order sessionisation needs.
+//! visitors, each deduplicated by event id and sorted by DataFusion in the order sessionisation
+//! needs.
 //!
 //! A day can be larger than memory, so it is read in two passes. [`spill_window`] fetches the
 //! files through the lake's [`ObjectStore`] (local folder or S3), keeps the rows of the tenant in
