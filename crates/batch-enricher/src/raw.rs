@@ -155,30 +155,13 @@ fn split(
     from_us: i64,
     to_us: i64,
 ) -> Result<Vec<(usize, RecordBatch)>, BatchError> {
-    let column = |name: &str| {
-        batch
-            .column_by_name(name)
-            .ok_or_else(|| BatchError::Invalid(format!("raw events: no column `{name}`")))
-    };
-    let invalid =
-        |name: &str| BatchError::Invalid(format!("raw events: `{name}` has a wrong type"));
-    let tenants = column("tenant_id")?
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| invalid("tenant_id"))?;
-    let sites = column("site_id")?
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| invalid("site_id"))?;
-    let visitors = column("visitor_id")?
-        .as_string_opt::<i32>()
-        .ok_or_else(|| invalid("visitor_id"))?;
-    let times = column("timestamp")?
-        .as_primitive_opt::<TimestampMicrosecondType>()
-        .ok_or_else(|| invalid("timestamp"))?;
+    let keys = Keys::of(batch)?;
     let mut rows: Vec<Vec<u32>> = vec![Vec::new(); BUCKETS];
     for row in 0..batch.num_rows() {
-        let t = times.value(row);
-        if tenants.value(row) == tenant_id && (from_us..to_us).contains(&t) {
-            rows[bucket_of(sites.value(row), visitors.value(row))].push(row as u32);
+        let t = keys.timestamp.value(row);
+        if keys.tenant_id.value(row) == tenant_id && (from_us..to_us).contains(&t) {
+            let bucket = bucket_of(keys.site_id.value(row), keys.visitor_id.value(row));
+            rows[bucket].push(row as u32);
         }
     }
     let mut out = Vec::new();
@@ -447,9 +430,9 @@ fn reaching(keys: &[Keys<'_>], rows: &[(usize, usize)], wanted: &Wanted) -> Vec<
             let (b, row) = rows[i];
             (keys[b].site_id.value(row), keys[b].visitor_id.value(row))
         };
-        let (site, _) = owner(start);
+        let first = owner(start);
         let end = (start + 1..rows.len())
-            .find(|&i| owner(i) != owner(start))
+            .find(|&i| owner(i) != first)
             .unwrap_or(rows.len());
         visitor.clear();
         visitor.extend(rows[start..end].iter().map(|&(b, row)| {
@@ -463,13 +446,17 @@ fn reaching(keys: &[Keys<'_>], rows: &[(usize, usize)], wanted: &Wanted) -> Vec<
             );
             (k.timestamp.value(row), role)
         }));
-        mark_reaching(&visitor, wanted.reach_us.get(&site), &mut keep[start..end]);
+        mark_reaching(
+            &visitor,
+            wanted.reach_us.get(&first.0),
+            &mut keep[start..end],
+        );
         start = end;
     }
     keep
 }
 
-/// The columns of a spilled batch that decide whether a row is kept, typed once.
+/// The columns of a raw batch that decide its row's bucket and whether it is kept, typed once.
 struct Keys<'a> {
     tenant_id: &'a Int64Array,
     site_id: &'a Int64Array,

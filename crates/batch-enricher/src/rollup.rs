@@ -549,12 +549,10 @@ mod tests {
         assert_eq!(total.5.map(f64::round), Some(3.0));
     }
 
-    #[test]
-    fn only_visitors_with_an_event_in_reach_add_to_the_rows() {
-        // A day that ends at half past an hour, as in Kolkata: its last hour row runs on to the
-        // full hour.
-        let starts_us = 1_741_545_000_000_000; // 2025-03-09T18:30Z
-        let site = SiteDay {
+    /// Site 2's 2025-03-10 in Kolkata: from 2025-03-09T18:30Z, 24 hours.
+    fn kolkata_day() -> SiteDay {
+        let starts_us = 1_741_545_000_000_000;
+        SiteDay {
             tenant_id: 1,
             site_id: 2,
             day: NaiveDate::from_ymd_opt(2025, 3, 10).unwrap(),
@@ -562,7 +560,15 @@ mod tests {
             currency: "INR".into(),
             starts_us,
             ends_us: starts_us + 24 * 60 * MINUTE,
-        };
+        }
+    }
+
+    #[test]
+    fn only_visitors_with_an_event_in_reach_add_to_the_rows() {
+        // A day that ends at half past an hour, as in Kolkata: its last hour row runs on to the
+        // full hour.
+        let site = kolkata_day();
+        let starts_us = site.starts_us;
         let reach = SiteFold::reach_us(&site);
         assert_eq!(reach, site.starts_us..site.ends_us + 30 * MINUTE);
         let visit = |visitor: &str, from_us: i64| -> Vec<Event> {
@@ -628,16 +634,8 @@ mod tests {
 
     #[test]
     fn leaving_out_what_cannot_reach_the_day_changes_no_figure() {
-        let starts_us = 1_741_545_000_000_000; // 2025-03-09T18:30Z, Kolkata's midnight
-        let site = SiteDay {
-            tenant_id: 1,
-            site_id: 2,
-            day: NaiveDate::from_ymd_opt(2025, 3, 10).unwrap(),
-            zone: chrono_tz::Asia::Kolkata,
-            currency: "INR".into(),
-            starts_us,
-            ends_us: starts_us + 24 * 60 * MINUTE,
-        };
+        let site = kolkata_day();
+        let starts_us = site.starts_us;
         let reach = SiteFold::reach_us(&site);
         // Visitors active across the day and 8 hours either side, with pauses just under and
         // just over the visit timeout, bookkeeping calls, and a bot among them.
