@@ -4,7 +4,9 @@
 //!    at a time: dedupe, sort (DataFusion), leave out the rows that cannot reach the day,
 //!    validate, enrich, sessionise, join reference data, write its part of the next revision of
 //!    `trusted/events` and `trusted/sessions`, fold its rollups and daily metrics; last, the
-//!    day's `trusted/daily_metrics` and `errors/batch` (rejected rows);
+//!    day's `trusted/daily_metrics` and `errors/batch` (rejected rows). Each chunk is a task of
+//!    its own, Parquet encoding included, and two run at a time; the day's task only puts their
+//!    objects in order and adds up their figures;
 //! 2. **rollups**: in one transaction, replace every site's batch rows of the day, upsert their
 //!    closures, switch the lake manifests to the new revision and mark the tenant-day done in
 //!    the run; then delete the previous revision's objects.
@@ -12,11 +14,12 @@
 //! A kill anywhere leaves either the old day (rerun: same revision, same keys, same content) or
 //! the new one (the resumed run skips it).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use arrow::{array::RecordBatch, compute::concat_batches};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::StreamExt as _;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::info;
 
 use crate::{
@@ -24,7 +27,7 @@ use crate::{
     days::TenantDay,
     enrich::{Prepared, Visit, prepare, sessionise},
     ledger::{StageReport, Status},
-    publish::{self, DATASETS, Manifest, Parts},
+    publish::{self, DATASETS, Encoded, Manifest, Parts},
     raw, reference,
     rollup::{self, METRICS, SiteFold, SiteRows, Totals},
     runs::{self, DayFigures, Run},
@@ -71,20 +74,36 @@ pub struct DayOutcome {
     pub diff: Vec<DiffLine>,
 }
 
-/// The CPU-bound part of stage 1 for a chunk of a tenant-day's visitors.
+/// What a chunk of a tenant-day's visitors makes: its share of every output of the day.
 struct Computed {
+    /// Rows of `trusted/events`.
+    events: u64,
+    /// Its rows of `trusted/daily_metrics`, to be added up with the other chunks'.
+    metrics: Vec<RecordBatch>,
+    /// Its objects of `trusted/events` and `trusted/sessions` (none in a dry run).
+    objects: Option<[Encoded; 2]>,
+    rejected: RecordBatch,
+    sites: Vec<SiteFold>,
+}
+
+/// The tables of a chunk, made from its sorted unique rows.
+struct Tables {
     events: RecordBatch,
     sessions: RecordBatch,
     rejected: RecordBatch,
     sites: Vec<SiteFold>,
 }
 
-fn compute(
+/// The CPU-bound part of a chunk, for the blocking pool: events from the rows, validate,
+/// enrich, sessionise, join, fold.
+fn tables(
     ctx: &Context,
     day: &TenantDay,
-    events: Vec<sightline_proto::events::v1::Event>,
+    rows: raw::Sorted,
     references: &[reference::Table],
-) -> Result<Computed, BatchError> {
+) -> Result<Tables, BatchError> {
+    let events = rows.events()?;
+    drop(rows);
     let (mut prepared, mut rejected) = prepare(&ctx.enricher, &ctx.rules, events, &day.known_sites);
     let visits = sessionise(&mut prepared);
     let in_day = |p: &&Prepared| {
@@ -110,7 +129,7 @@ fn compute(
             SiteFold::of(site, facts)
         })
         .collect();
-    Ok(Computed {
+    Ok(Tables {
         events: trusted::events_batch(&day_events, day, references)?,
         sessions: trusted::sessions_batch(&day_visits)?,
         rejected: trusted::rejected_batch(&rejected)?,
@@ -118,8 +137,49 @@ fn compute(
     })
 }
 
-/// Chunks of visitors in progress at the same time: one is read and deduplicated (DataFusion)
-/// while the one before is enriched (one thread), so both cores work.
+/// Everything stage 1 does for the visitors of `buckets`, Parquet encoding included (`write`),
+/// so that a chunk's work runs on both cores beside the next chunk's, and what is left to the
+/// day's own task is putting objects in order.
+async fn chunk(
+    ctx: Arc<Context>,
+    day: TenantDay,
+    spill: Arc<raw::Spill>,
+    wanted: Arc<raw::Wanted>,
+    references: Arc<Vec<reference::Table>>,
+    buckets: std::ops::Range<usize>,
+    write: bool,
+) -> Result<Computed, BatchError> {
+    let rows = spill.read(buckets, &wanted).await?;
+    let (tables, objects) = {
+        let (ctx, day) = (ctx.clone(), day.clone());
+        tokio::task::spawn_blocking(move || {
+            let tables = tables(&ctx, &day, rows, &references)?;
+            let max_rows = ctx.settings.max_rows_per_file;
+            let objects = if write {
+                Some([
+                    Encoded::of(&tables.events, max_rows)?,
+                    Encoded::of(&tables.sessions, max_rows)?,
+                ])
+            } else {
+                None
+            };
+            Ok::<_, BatchError>((tables, objects))
+        })
+        .await??
+    };
+    let metrics =
+        trusted::daily_metrics(&day, tables.events.clone(), tables.sessions.clone()).await?;
+    Ok(Computed {
+        events: tables.events.num_rows() as u64,
+        metrics,
+        objects,
+        rejected: tables.rejected,
+        sites: tables.sites,
+    })
+}
+
+/// Chunks of visitors in progress at the same time, each a task of its own: while one is
+/// sorted (DataFusion) another is enriched and encoded (the blocking pool), so both cores work.
 const CHUNKS_AT_ONCE: usize = 2;
 
 /// What stage 1 made of a whole tenant-day.
@@ -141,16 +201,22 @@ async fn stage1(
     revision: Option<i32>,
 ) -> Result<Stage1, BatchError> {
     let (tenant_id, date) = (day.tenant_id, day.day);
-    let (from, to) = day.window_us(ctx.settings.margin_us);
-    let spilling = std::time::Instant::now();
-    let spill = Arc::new(raw::spill_window(&*ctx.lake, tenant_id, from, to).await?);
-    info!(
-        tenant_id, day = %date, objects = spill.objects, rows = spill.rows(),
-        seconds = spilling.elapsed().as_secs_f64(), "raw window spilled"
-    );
+    let margin_us = ctx.settings.margin_us;
+    let (from, to) = day.window_us(margin_us);
+    let (days_from, days_to) = day.window_us(0);
     let wanted = Arc::new(raw::Wanted {
         tenant_id,
         window_us: from..to,
+        read_us: day
+            .sites
+            .iter()
+            .map(|site| {
+                let read = site.starts_us.saturating_sub(margin_us)
+                    ..site.ends_us.saturating_add(margin_us);
+                (site.site_id, read)
+            })
+            .collect(),
+        days_us: days_from..days_to,
         reach_us: day
             .sites
             .iter()
@@ -158,6 +224,12 @@ async fn stage1(
             .collect(),
         known_sites: day.known_sites.clone(),
     });
+    let spilling = Instant::now();
+    let spill = Arc::new(raw::spill_window(&*ctx.lake, &wanted).await?);
+    info!(
+        tenant_id, day = %date, objects = spill.objects, rows = spill.rows(),
+        seconds = spilling.elapsed().as_secs_f64(), "raw window spilled"
+    );
     let references = Arc::new(reference::load(&*ctx.lake, tenant_id, &ctx.settings.joins).await?);
     let mut chunks = spill.chunks(ctx.settings.chunk_rows);
     if chunks.is_empty() {
@@ -181,39 +253,41 @@ async fn stage1(
     let mut metrics = Vec::new();
     let mut sites: Vec<SiteFold> = day.sites.iter().map(SiteFold::new).collect();
     let mut figures = (0, 0);
+    let enriching = Instant::now();
+    let n_chunks = chunks.len();
+    // Each chunk is a task; a failure drops the rest, which aborts them.
     let mut computed = futures_util::stream::iter(chunks)
         .map(|buckets| {
-            let (ctx, day, spill, wanted, references) = (
+            AbortOnDropHandle::new(tokio::spawn(chunk(
                 ctx.clone(),
                 day.clone(),
                 spill.clone(),
                 wanted.clone(),
                 references.clone(),
-            );
-            async move {
-                let events = spill.read(buckets, &wanted).await?;
-                tokio::task::spawn_blocking(move || compute(&ctx, &day, events, &references))
-                    .await?
-            }
+                buckets,
+                revision.is_some(),
+            )))
         })
         .buffered(CHUNKS_AT_ONCE);
     while let Some(chunk) = computed.next().await {
-        let chunk = chunk?;
-        metrics.extend(
-            trusted::daily_metrics(day, chunk.events.clone(), chunk.sessions.clone()).await?,
-        );
-        figures.0 += chunk.events.num_rows() as u64;
+        let chunk = chunk??;
+        metrics.extend(chunk.metrics);
+        figures.0 += chunk.events;
         figures.1 += chunk.rejected.num_rows() as u64;
         for (site, fold) in sites.iter_mut().zip(chunk.sites) {
             site.merge(fold);
         }
-        if revision.is_some() {
-            events.write(&chunk.events).await?;
-            sessions.write(&chunk.sessions).await?;
+        if let Some([chunk_events, chunk_sessions]) = chunk.objects {
+            events.put_all(chunk_events).await?;
+            sessions.put_all(chunk_sessions).await?;
         }
         rejected.push(chunk.rejected);
     }
     drop(computed);
+    info!(
+        tenant_id, day = %date, chunks = n_chunks, events = figures.0,
+        seconds = enriching.elapsed().as_secs_f64(), "raw window enriched"
+    );
     let mut stage = Stage1 {
         rows_read: spill.rows_read,
         bytes_read: spill.bytes_read,

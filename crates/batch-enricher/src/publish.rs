@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use arrow::{array::RecordBatch, datatypes::SchemaRef};
+use bytes::Bytes;
 use chrono::NaiveDate;
 use sightline_lake::ObjectStore;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -134,8 +135,7 @@ impl<'a> Parts<'a> {
         }
     }
 
-    async fn put(&mut self, batch: &RecordBatch) -> Result<(), BatchError> {
-        let body = sightline_lake::parquet::write_parquet(batch)?;
+    async fn put(&mut self, body: Bytes) -> Result<(), BatchError> {
         let key = part_key(
             self.dataset,
             self.tenant_id,
@@ -151,12 +151,14 @@ impl<'a> Parts<'a> {
 
     /// Writes the rows of `batch` as the next objects.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), BatchError> {
-        self.schema.get_or_insert_with(|| batch.schema());
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let len = self.max_rows.min(batch.num_rows() - offset);
-            self.put(&batch.slice(offset, len)).await?;
-            offset += len;
+        self.put_all(Encoded::of(batch, self.max_rows)?).await
+    }
+
+    /// Writes objects encoded beforehand (on another thread) as the next ones.
+    pub async fn put_all(&mut self, encoded: Encoded) -> Result<(), BatchError> {
+        self.schema.get_or_insert(encoded.schema);
+        for body in encoded.bodies {
+            self.put(body).await?;
         }
         Ok(())
     }
@@ -168,9 +170,38 @@ impl<'a> Parts<'a> {
             let schema = self.schema.take().ok_or_else(|| {
                 BatchError::Invalid(format!("{}: no schema to write", self.dataset))
             })?;
-            self.put(&RecordBatch::new_empty(schema)).await?;
+            let empty = sightline_lake::parquet::write_parquet(&RecordBatch::new_empty(schema))?;
+            self.put(empty).await?;
         }
         Ok((self.keys, self.bytes))
+    }
+}
+
+/// Rows of one table as Parquet objects of at most `max_rows` rows each, not written yet: the
+/// CPU-bound half of [`Parts::write`], for the blocking pool.
+#[derive(Debug)]
+pub struct Encoded {
+    schema: SchemaRef,
+    bodies: Vec<Bytes>,
+}
+
+impl Encoded {
+    /// Encodes `batch`, a slice of `max_rows` rows at a time (none for an empty batch).
+    pub fn of(batch: &RecordBatch, max_rows: usize) -> Result<Self, BatchError> {
+        let max_rows = max_rows.max(1);
+        let mut bodies = Vec::new();
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = max_rows.min(batch.num_rows() - offset);
+            bodies.push(sightline_lake::parquet::write_parquet(
+                &batch.slice(offset, len),
+            )?);
+            offset += len;
+        }
+        Ok(Self {
+            schema: batch.schema(),
+            bodies,
+        })
     }
 }
 

@@ -3,14 +3,15 @@
 //! needs.
 //!
 //! A day can be larger than memory, so it is read in two passes. [`spill_window`] fetches the
-//! files through the lake's [`ObjectStore`] (local folder or S3), keeps the rows of the tenant in
-//! the window and writes them, unchanged, to [`BUCKETS`] Arrow IPC files in a temporary folder,
-//! a bucket per hash of (site, visitor): every event of a visitor, and every copy of an event,
-//! lands in the same bucket. [`Spill::read`] then takes consecutive buckets of about
-//! `batch.chunk_rows` rows at a time and, from their key columns alone, keeps one copy of each
-//! event (same site and messageId: the copy received first wins). DataFusion sorts those by
-//! site, visitor and time, and only the rows that can change the day's figures become events
-//! (see [`Wanted`]): about half of a day's window is margins, read for the visits that cross
+//! files through the lake's [`ObjectStore`] (local folder or S3), keeps the rows the tenant-day
+//! reads ([`Wanted::reads`]: each site's rows in its own day and session margins, and the rows
+//! to reject in the days) and writes them, unchanged, to [`BUCKETS`] Arrow IPC files in a
+//! temporary folder, a bucket per hash of (site, visitor): every event of a visitor, and every
+//! copy of an event, lands in the same bucket. [`Spill::read`] then takes consecutive buckets of
+//! about `batch.chunk_rows` rows at a time and, from their key columns alone, keeps one copy of
+//! each event (same site and messageId: the copy received first wins). DataFusion sorts those
+//! by site, visitor and time, and only the rows that can change the day's figures go on (see
+//! [`Wanted`]): about half of a day's window is margins, read for the visits that cross
 //! midnight.
 
 use std::{
@@ -70,16 +71,39 @@ const READ_BATCH_ROWS: usize = 65_536;
 /// Visitor buckets of a spilled window: the finest split a chunk can have.
 pub const BUCKETS: usize = 128;
 
+impl Wanted {
+    /// Whether row `row` of `keys` is read: of the tenant, and in its site's window, or a row
+    /// that will be rejected in the tenant-day's days.
+    fn reads(&self, keys: &Keys<'_>, row: usize) -> bool {
+        if keys.tenant_id.value(row) != self.tenant_id {
+            return false;
+        }
+        let t = keys.timestamp.value(row);
+        match self.read_us.get(&keys.site_id.value(row)) {
+            Some(window) if window.contains(&t) => true,
+            _ => self.days_us.contains(&t) && keys.role(row, &self.known_sites) == Role::Rejected,
+        }
+    }
+}
+
 /// Seed of the bucket hash (fixed: the same input splits the same way on every run).
 const BUCKET_SEED: u64 = 0x5167_4b1e;
 
-/// What a chunk keeps of its rows, besides one copy of each event.
+/// Which raw rows a tenant-day reads ([`Wanted::reads`], when they are spilled) and which of
+/// those go on (one copy of each event, then [`mark_reaching`]).
 #[derive(Debug, Clone)]
 pub struct Wanted {
     /// The tenant.
     pub tenant_id: i64,
-    /// The event times read.
+    /// The event times read over all sites: the raw hours listed.
     pub window_us: Range<i64>,
+    /// Per site of the tenant-day, the event times read: its local day and the session margin
+    /// on both sides. A site's rows beyond its own margins change none of its figures, however
+    /// far the other sites' days reach.
+    pub read_us: HashMap<i64, Range<i64>>,
+    /// From the first site's day start to the last one's end: rows that will be rejected count
+    /// in the tenant-day when their time lies here.
+    pub days_us: Range<i64>,
     /// Per site of the tenant-day, the event times that reach its outputs: the rows kept are
     /// those in reach and the whole visits with one there ([`mark_reaching`]). Rows of a known
     /// site without a day here change nothing and are left out.
@@ -148,21 +172,13 @@ fn bucket_of(site_id: i64, visitor_id: &str) -> usize {
     (hash % BUCKETS as u64) as usize
 }
 
-/// The rows of `batch` of `tenant_id` with event time in `[from_us, to_us)`, by bucket.
-fn split(
-    batch: &RecordBatch,
-    tenant_id: i64,
-    from_us: i64,
-    to_us: i64,
-) -> Result<Vec<(usize, RecordBatch)>, BatchError> {
+/// The rows of `batch` that `wanted` reads, by bucket.
+fn split(batch: &RecordBatch, wanted: &Wanted) -> Result<Vec<(usize, RecordBatch)>, BatchError> {
     let keys = Keys::of(batch)?;
     let mut rows: Vec<Vec<u32>> = vec![Vec::new(); BUCKETS];
-    for row in 0..batch.num_rows() {
-        let t = keys.timestamp.value(row);
-        if keys.tenant_id.value(row) == tenant_id && (from_us..to_us).contains(&t) {
-            let bucket = bucket_of(keys.site_id.value(row), keys.visitor_id.value(row));
-            rows[bucket].push(row as u32);
-        }
+    for row in (0..batch.num_rows()).filter(|&row| wanted.reads(&keys, row)) {
+        let bucket = bucket_of(keys.site_id.value(row), keys.visitor_id.value(row));
+        rows[bucket].push(row as u32);
     }
     let mut out = Vec::new();
     for (bucket, rows) in rows.into_iter().enumerate() {
@@ -174,12 +190,7 @@ fn split(
 }
 
 /// Decodes one raw object and splits its rows by bucket.
-fn decode(
-    body: Bytes,
-    tenant_id: i64,
-    from_us: i64,
-    to_us: i64,
-) -> Result<(u64, Vec<(usize, RecordBatch)>), BatchError> {
+fn decode(body: Bytes, wanted: &Wanted) -> Result<(u64, Vec<(usize, RecordBatch)>), BatchError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(body)?
         .with_batch_size(READ_BATCH_ROWS)
         .build()?;
@@ -187,18 +198,24 @@ fn decode(
     for batch in reader {
         let batch = batch?;
         rows += batch.num_rows() as u64;
-        pieces.extend(split(&batch, tenant_id, from_us, to_us)?);
+        pieces.extend(split(&batch, wanted)?);
     }
     Ok((rows, pieces))
 }
 
-/// Reads the events of `tenant_id` with event time in `[from_us, to_us)` into bucket files.
+/// Reads the rows `wanted` reads into bucket files. Objects are fetched and decoded two at a
+/// time on the blocking pool, and their rows go, in the order of the objects, to one writer
+/// thread that batches and compresses each bucket's file: three threads keep both cores busy,
+/// and the same input always spills the same way.
 pub async fn spill_window(
     lake: &dyn ObjectStore,
-    tenant_id: i64,
-    from_us: i64,
-    to_us: i64,
+    wanted: &Arc<Wanted>,
 ) -> Result<Spill, BatchError> {
+    let (tenant_id, from_us, to_us) = (
+        wanted.tenant_id,
+        wanted.window_us.start,
+        wanted.window_us.end,
+    );
     // Objects hold the events of one UTC hour: only the window's hours are read, not every
     // hour of the dates it touches.
     let hours: Vec<String> = window_hours(tenant_id, from_us, to_us)
@@ -218,49 +235,128 @@ pub async fn spill_window(
         .prefix("sightline-batch-")
         .tempdir()
         .map_err(|e| io_error(&std::env::temp_dir(), e))?;
-    let mut spill = Spill {
-        rows: vec![0; BUCKETS],
-        rows_read: 0,
-        bytes_read: 0,
-        objects: keys.len(),
-        dir,
-    };
-    let mut writers: Vec<Option<StreamWriter<BufWriter<File>>>> =
-        (0..BUCKETS).map(|_| None).collect();
-    let mut pending: Vec<Pending> = (0..BUCKETS).map(|_| Pending::default()).collect();
+    let objects = keys.len();
+    let (pieces_tx, mut pieces_rx) = tokio::sync::mpsc::channel(FETCH_CONCURRENCY);
+    let mut buckets = BucketFiles::new(dir.path().to_owned());
+    let writer = tokio::task::spawn_blocking(move || {
+        while let Some(pieces) = pieces_rx.blocking_recv() {
+            buckets.add(pieces)?;
+        }
+        buckets.finish()
+    });
     // Owned keys: a stream over borrowed ones cannot be spawned (higher-ranked lifetimes).
     let mut decoded = futures_util::stream::iter(keys)
         .map(|key| async move {
             let body = lake.get(&key).await?;
             let bytes = body.len() as u64;
+            let wanted = wanted.clone();
             let (rows, pieces) =
-                tokio::task::spawn_blocking(move || decode(body, tenant_id, from_us, to_us))
-                    .await??;
+                tokio::task::spawn_blocking(move || decode(body, &wanted)).await??;
             Ok::<_, BatchError>((bytes, rows, pieces))
         })
         .buffered(FETCH_CONCURRENCY);
-    while let Some((bytes, rows, pieces)) = decoded.try_next().await? {
-        spill.bytes_read += bytes;
-        spill.rows_read += rows;
-        for (bucket, piece) in pieces {
-            spill.rows[bucket] += piece.num_rows() as u64;
-            if pending[bucket].add(piece) >= SPILL_BATCH_ROWS {
-                spill.write(&mut writers[bucket], bucket, &mut pending[bucket])?;
+    let (mut rows_read, mut bytes_read) = (0, 0);
+    let read = async {
+        while let Some((bytes, rows, pieces)) = decoded.try_next().await? {
+            bytes_read += bytes;
+            rows_read += rows;
+            if pieces_tx.send(pieces).await.is_err() {
+                // The writer stopped on an error, which awaiting it returns.
+                break;
             }
         }
-    }
-    for (bucket, rows) in pending.iter_mut().enumerate() {
-        spill.write(&mut writers[bucket], bucket, rows)?;
-    }
-    for (bucket, writer) in writers.into_iter().enumerate() {
-        if let Some(writer) = writer {
-            writer
-                .into_inner()?
-                .flush()
-                .map_err(|e| io_error(&spill.path(bucket), e))?;
+        Ok::<_, BatchError>(())
+    };
+    let read = read.await;
+    drop(pieces_tx);
+    let rows = writer.await??;
+    read?;
+    Ok(Spill {
+        dir,
+        rows,
+        rows_read,
+        bytes_read,
+        objects,
+    })
+}
+
+/// The bucket files of a spill being written.
+struct BucketFiles {
+    dir: PathBuf,
+    writers: Vec<Option<StreamWriter<BufWriter<File>>>>,
+    pending: Vec<Pending>,
+    /// Rows per bucket so far.
+    rows: Vec<u64>,
+}
+
+impl BucketFiles {
+    fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            writers: (0..BUCKETS).map(|_| None).collect(),
+            pending: (0..BUCKETS).map(|_| Pending::default()).collect(),
+            rows: vec![0; BUCKETS],
         }
     }
-    Ok(spill)
+
+    /// Adds an object's rows, by bucket; a bucket's rows are written once enough wait.
+    fn add(&mut self, pieces: Vec<(usize, RecordBatch)>) -> Result<(), BatchError> {
+        for (bucket, piece) in pieces {
+            self.rows[bucket] += piece.num_rows() as u64;
+            if self.pending[bucket].add(piece) >= SPILL_BATCH_ROWS {
+                self.write(bucket)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what waits and closes the files; returns the rows per bucket.
+    fn finish(mut self) -> Result<Vec<u64>, BatchError> {
+        for bucket in 0..BUCKETS {
+            self.write(bucket)?;
+        }
+        for (bucket, writer) in self.writers.into_iter().enumerate() {
+            if let Some(writer) = writer {
+                writer
+                    .into_inner()?
+                    .flush()
+                    .map_err(|e| io_error(&bucket_path(&self.dir, bucket), e))?;
+            }
+        }
+        Ok(self.rows)
+    }
+
+    /// Writes the pending rows of `bucket` as one batch, opening its file on first use.
+    fn write(&mut self, bucket: usize) -> Result<(), BatchError> {
+        let pending = std::mem::take(&mut self.pending[bucket]);
+        if pending.rows == 0 {
+            return Ok(());
+        }
+        let batch = concat_batches(&raw_event_schema(), &pending.pieces)?;
+        let writer = match &mut self.writers[bucket] {
+            Some(writer) => writer,
+            empty => empty.insert(bucket_writer(&bucket_path(&self.dir, bucket))?),
+        };
+        writer.write(&batch)?;
+        Ok(())
+    }
+}
+
+/// The file of `bucket` in a spill folder.
+fn bucket_path(dir: &std::path::Path, bucket: usize) -> PathBuf {
+    dir.join(format!("bucket-{bucket:03}.arrows"))
+}
+
+fn bucket_writer(path: &std::path::Path) -> Result<StreamWriter<BufWriter<File>>, BatchError> {
+    let file = File::create(path).map_err(|e| io_error(path, e))?;
+    // LZ4: the spilled rows are mostly JSON and URLs, which it shrinks several times over.
+    let options =
+        IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+    Ok(StreamWriter::try_new_with_options(
+        BufWriter::new(file),
+        &raw_event_schema(),
+        options,
+    )?)
 }
 
 /// A bucket's rows not yet written.
@@ -280,41 +376,8 @@ impl Pending {
 }
 
 impl Spill {
-    /// Writes `pending` rows of `bucket` as one batch, opening its file on first use.
-    fn write(
-        &self,
-        writer: &mut Option<StreamWriter<BufWriter<File>>>,
-        bucket: usize,
-        pending: &mut Pending,
-    ) -> Result<(), BatchError> {
-        if pending.rows == 0 {
-            return Ok(());
-        }
-        let batch = concat_batches(&raw_event_schema(), &pending.pieces)?;
-        *pending = Pending::default();
-        let writer = match writer {
-            Some(writer) => writer,
-            empty => empty.insert(self.writer(bucket)?),
-        };
-        writer.write(&batch)?;
-        Ok(())
-    }
-
     fn path(&self, bucket: usize) -> PathBuf {
-        self.dir.path().join(format!("bucket-{bucket:03}.arrows"))
-    }
-
-    fn writer(&self, bucket: usize) -> Result<StreamWriter<BufWriter<File>>, BatchError> {
-        let path = self.path(bucket);
-        let file = File::create(&path).map_err(|e| io_error(&path, e))?;
-        // LZ4: the spilled rows are mostly JSON and URLs, which it shrinks several times over.
-        let options =
-            IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
-        Ok(StreamWriter::try_new_with_options(
-            BufWriter::new(file),
-            &raw_event_schema(),
-            options,
-        )?)
+        bucket_path(self.dir.path(), bucket)
     }
 
     /// Rows in the window (duplicates included).
@@ -345,13 +408,8 @@ impl Spill {
         chunks
     }
 
-    /// The unique events of `buckets` that `wanted` keeps, sorted by site, visitor, time and
-    /// messageId.
-    pub async fn read(
-        &self,
-        buckets: Range<usize>,
-        wanted: &Wanted,
-    ) -> Result<Vec<Event>, BatchError> {
+    /// The rows of `buckets` read back, as they were spilled.
+    fn load(&self, buckets: Range<usize>) -> Result<Vec<RecordBatch>, BatchError> {
         let mut batches = Vec::new();
         for bucket in buckets.filter(|&b| self.rows[b] > 0) {
             let path = self.path(bucket);
@@ -360,18 +418,47 @@ impl Spill {
                 batches.push(batch?);
             }
         }
+        Ok(batches)
+    }
+
+    /// The unique rows of `buckets` that `wanted` keeps, sorted by site, visitor, time and
+    /// messageId. The files are read and decompressed on the blocking pool.
+    pub async fn read(
+        self: &Arc<Self>,
+        buckets: Range<usize>,
+        wanted: &Wanted,
+    ) -> Result<Sorted, BatchError> {
+        let spill = self.clone();
+        let batches = tokio::task::spawn_blocking(move || spill.load(buckets)).await??;
         dedupe(batches, wanted).await
     }
 }
 
+/// A chunk's rows that go on, in the order sessionisation needs, still in the batches they were
+/// spilled in: each row is read once, into an [`Event`], by [`Sorted::events`].
+#[derive(Debug, Default)]
+pub struct Sorted {
+    batches: Vec<RecordBatch>,
+    /// Batch and row of each, in order.
+    rows: Vec<(usize, usize)>,
+}
+
+impl Sorted {
+    /// The rows as events, in order.
+    pub fn events(&self) -> Result<Vec<Event>, BatchError> {
+        sightline_lake::parquet::events_at(&self.batches, self.rows.iter().copied())
+            .map_err(|e| BatchError::Invalid(format!("raw events: {e}")))
+    }
+}
+
 /// The rows of `batches` that `wanted` keeps ([`first_copies`], then [`reaching`]), sorted by
-/// DataFusion by site, visitor, time and messageId. The SQL sees only the sort keys and each row's index across
-/// `batches`, so its sort moves a few narrow columns; the rows themselves are read once, into
-/// events, in the order it returns, straight from the batches as they came from the spill
-/// (neither gathered into one batch nor taken into another).
-async fn dedupe(batches: Vec<RecordBatch>, wanted: &Wanted) -> Result<Vec<Event>, BatchError> {
+/// DataFusion by site, visitor, time and messageId. The SQL sees only the sort keys and each
+/// row's index across `batches`, so its sort moves a few narrow columns; the rows themselves
+/// stay in the batches as they came from the spill (neither gathered into one batch nor taken
+/// into another).
+async fn dedupe(batches: Vec<RecordBatch>, wanted: &Wanted) -> Result<Sorted, BatchError> {
     if batches.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Sorted::default());
     }
     let keys = batches
         .iter()
@@ -414,9 +501,9 @@ async fn dedupe(batches: Vec<RecordBatch>, wanted: &Wanted) -> Result<Vec<Event>
     let rows = rows
         .into_iter()
         .zip(reaching)
-        .filter_map(|(row, keep)| keep.then_some(row));
-    sightline_lake::parquet::events_at(&batches, rows)
-        .map_err(|e| BatchError::Invalid(format!("raw events: {e}")))
+        .filter_map(|(row, keep)| keep.then_some(row))
+        .collect();
+    Ok(Sorted { batches, rows })
 }
 
 /// Which of the chunk's unique rows, sorted by site, visitor and time (`rows`: batch and row
@@ -437,14 +524,7 @@ fn reaching(keys: &[Keys<'_>], rows: &[(usize, usize)], wanted: &Wanted) -> Vec<
         visitor.clear();
         visitor.extend(rows[start..end].iter().map(|&(b, row)| {
             let k = &keys[b];
-            let role = Role::of(
-                k.message_id.value(row),
-                k.visitor_id.value(row),
-                event_type_from_name(k.event_type.value(row)),
-                k.site_id.value(row),
-                &wanted.known_sites,
-            );
-            (k.timestamp.value(row), role)
+            (k.timestamp.value(row), k.role(row, &wanted.known_sites))
         }));
         mark_reaching(
             &visitor,
@@ -505,6 +585,17 @@ impl<'a> Keys<'a> {
     fn len(&self) -> usize {
         self.site_id.len()
     }
+
+    /// What row `row` is to sessionisation ([`Role::of`]), `sites` being the tenant's.
+    fn role(&self, row: usize, sites: &HashSet<i64>) -> Role {
+        Role::of(
+            self.message_id.value(row),
+            self.visitor_id.value(row),
+            event_type_from_name(self.event_type.value(row)),
+            self.site_id.value(row),
+            sites,
+        )
+    }
 }
 
 /// For each batch of a chunk, which of its rows are the one copy of an event that goes on:
@@ -513,10 +604,7 @@ impl<'a> Keys<'a> {
 /// the key columns: about 1 % of events have a copy, so ranking every row would be wasted work.
 fn first_copies(keys: &[Keys<'_>], wanted: &Wanted) -> Vec<BooleanArray> {
     type Rank<'k> = (i64, i64, &'k str, usize, usize);
-    let in_window = |k: &Keys<'_>, row: usize| {
-        k.tenant_id.value(row) == wanted.tenant_id
-            && wanted.window_us.contains(&k.timestamp.value(row))
-    };
+    let in_window = |k: &Keys<'_>, row: usize| wanted.reads(k, row);
     let rows: usize = keys.iter().map(Keys::len).sum();
     let mut first: HashMap<(i64, &str), Rank<'_>, _> =
         HashMap::with_capacity_and_hasher(rows, foldhash::fast::RandomState::default());
@@ -648,7 +736,11 @@ mod tests {
             event("m0", "a", 60, 1),
         ])
         .unwrap();
-        let events = dedupe(vec![a, b], &wanted(0..1_000)).await.unwrap();
+        let events = dedupe(vec![a, b], &wanted(0..1_000))
+            .await
+            .unwrap()
+            .events()
+            .unwrap();
         let got: Vec<(&str, i64)> = events
             .iter()
             .map(|e| (e.message_id.as_str(), e.received_at_us))
@@ -662,6 +754,8 @@ mod tests {
         Wanted {
             tenant_id: 1,
             window_us: 0..1_000,
+            read_us: HashMap::from([(2, 0..1_000)]),
+            days_us: 0..1_000,
             reach_us: HashMap::from([(2, reach)]),
             known_sites: HashSet::from([2, 3]),
         }
@@ -699,7 +793,11 @@ mod tests {
             event("", 2, "nameless", 50),
         ])
         .unwrap();
-        let events = dedupe(vec![batch], &wanted(400..800)).await.unwrap();
+        let events = dedupe(vec![batch], &wanted(400..800))
+            .await
+            .unwrap()
+            .events()
+            .unwrap();
         let got: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
         assert_eq!(got, ["c1", "c2", "odd", "", "u1"]);
     }
@@ -721,7 +819,7 @@ mod tests {
         events.push(event("other-tenant", 9, "v1", 11));
         events.push(event("too-late", 1, "v1", 5_000));
         let batch = sightline_lake::parquet::events_to_record_batch(&events).unwrap();
-        let pieces = split(&batch, 1, 0, 1_000).unwrap();
+        let pieces = split(&batch, &wanted(0..1_000)).unwrap();
         let mut bucket_of_visitor = std::collections::HashMap::new();
         let mut rows = 0;
         for (bucket, piece) in &pieces {
@@ -737,6 +835,54 @@ mod tests {
         }
         assert_eq!(rows, 201);
         assert!(pieces.len() > 10, "50 visitors spread over buckets");
+    }
+
+    #[test]
+    fn a_sites_rows_beyond_its_own_margins_are_not_read() {
+        let event = |id: &str, site_id: i64, t: i64| {
+            let mut e = Event {
+                message_id: id.into(),
+                tenant_id: 1,
+                site_id,
+                visitor_id: "v".into(),
+                timestamp_us: t,
+                received_at_us: t,
+                ..Event::default()
+            };
+            e.set_type(sightline_proto::events::v1::EventType::Page);
+            e
+        };
+        // Site 2 reads [0, 1000) and site 4 [500, 2000), so the tenant reads [0, 2000); the
+        // days run from 200 to 1800. Site 3 is known but has no day here.
+        let wanted = Wanted {
+            tenant_id: 1,
+            window_us: 0..2_000,
+            read_us: HashMap::from([(2, 0..1_000), (4, 500..2_000)]),
+            days_us: 200..1_800,
+            reach_us: HashMap::new(),
+            known_sites: HashSet::from([2, 3, 4]),
+        };
+        let batch = sightline_lake::parquet::events_to_record_batch(&[
+            event("in-2", 2, 100),
+            // In the tenant's window, but past site 2's own margin.
+            event("late-2", 2, 1_500),
+            event("in-4", 4, 1_500),
+            event("early-4", 4, 100),
+            event("no-day", 3, 600),
+            // To be rejected: read where they lie in the days.
+            event("stranger", 9, 600),
+            event("stranger-outside", 9, 100),
+            event("", 2, 1_500),
+        ])
+        .unwrap();
+        let mut read: Vec<String> = split(&batch, &wanted)
+            .unwrap()
+            .iter()
+            .flat_map(|(_, piece)| events_of(piece).unwrap())
+            .map(|e| e.message_id)
+            .collect();
+        read.sort();
+        assert_eq!(read, ["", "in-2", "in-4", "stranger"]);
     }
 
     #[test]

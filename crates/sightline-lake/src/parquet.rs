@@ -309,9 +309,43 @@ struct RawRows<'a> {
     locale: &'a StringArray,
     group_id: &'a StringArray,
     previous_id: &'a StringArray,
-    context: &'a StringArray,
-    properties: &'a StringArray,
-    traits: &'a StringArray,
+    context: Json<'a>,
+    properties: Json<'a>,
+    traits: Json<'a>,
+}
+
+/// A JSON column whose rows become [`Bytes`] that share the column's memory instead of copies.
+struct Json<'a> {
+    column: &'a StringArray,
+    values: Bytes,
+}
+
+/// An Arrow buffer as the owner of [`Bytes`].
+struct Shared(arrow::buffer::Buffer);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+impl<'a> Json<'a> {
+    fn of(column: &'a StringArray) -> Self {
+        Self {
+            column,
+            values: Bytes::from_owner(Shared(column.values().clone())),
+        }
+    }
+
+    /// Row `row`; null reads as empty.
+    fn at(&self, row: usize) -> Bytes {
+        if self.column.is_null(row) {
+            return Bytes::new();
+        }
+        let offsets = self.column.value_offsets();
+        self.values
+            .slice(offsets[row] as usize..offsets[row + 1] as usize)
+    }
 }
 
 impl<'a> RawRows<'a> {
@@ -358,9 +392,9 @@ impl<'a> RawRows<'a> {
             locale: text("locale")?,
             group_id: text("group_id")?,
             previous_id: text("previous_id")?,
-            context: text("context")?,
-            properties: text("properties")?,
-            traits: text("traits")?,
+            context: Json::of(text("context")?),
+            properties: Json::of(text("properties")?),
+            traits: Json::of(text("traits")?),
         })
     }
 
@@ -370,7 +404,6 @@ impl<'a> RawRows<'a> {
             |a: &'a StringArray| -> &'a str { if a.is_null(row) { "" } else { a.value(row) } };
         let int = |a: &Int64Array| if a.is_null(row) { 0 } else { a.value(row) };
         let time = |a: &TimestampMicrosecondArray| if a.is_null(row) { 0 } else { a.value(row) };
-        let json = |a: &'a StringArray| Bytes::copy_from_slice(text(a).as_bytes());
         let mut e = Event {
             message_id: text(self.message_id).to_owned(),
             tenant_id: int(self.tenant_id),
@@ -391,9 +424,9 @@ impl<'a> RawRows<'a> {
             locale: text(self.locale).to_owned(),
             group_id: text(self.group_id).to_owned(),
             previous_id: text(self.previous_id).to_owned(),
-            context_json: json(self.context),
-            properties_json: json(self.properties),
-            traits_json: json(self.traits),
+            context_json: self.context.at(row),
+            properties_json: self.properties.at(row),
+            traits_json: self.traits.at(row),
             ..Default::default()
         };
         e.set_type(event_type_from_name(text(self.event_type)));
@@ -489,6 +522,23 @@ mod tests {
             "no third row in the first batch"
         );
         assert!(events_at(&batches, [(2, 0)]).is_err(), "no third batch");
+    }
+
+    #[test]
+    fn json_fields_of_a_sliced_batch_are_their_own_rows() {
+        let events: Vec<Event> = (0..4)
+            .map(|n| {
+                let mut e = full_event(n);
+                e.properties_json = Bytes::from(format!(r#"{{"n":{n}}}"#));
+                e.traits_json = Bytes::from("x".repeat(n as usize));
+                e
+            })
+            .collect();
+        let batch = events_to_record_batch(&events).unwrap();
+        assert_eq!(
+            events_from_record_batch(&batch.slice(1, 2)).unwrap(),
+            events[1..3]
+        );
     }
 
     #[test]

@@ -140,6 +140,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
+    // The job's own log (`RUST_LOG`, set by `run`): how long the spill and the chunks took.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let env: HashMap<String, String> = [
         ("SIGHTLINE__DATABASE__URL", args.database_url),
         ("SIGHTLINE__LAKE__KIND", "local".into()),
@@ -296,7 +301,7 @@ async fn bench(args: &RunArgs, dir: &Path, store: &PgStore, url: &str) -> anyhow
         .arg(dir)
         .args(["--database-url", url, "--tenant", &tenant.to_string()])
         .args(["--date", &day.to_string()])
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn,batch_enricher::day=info");
     let rust = timed(rust)?;
     eprintln!(
         "rust reprocess: {:.2} s, {:.0} MiB",
