@@ -761,21 +761,24 @@ mod tests {
         }
     }
 
+    /// A page event of tenant 1, received when it happened.
+    fn page(id: &str, site_id: i64, visitor: &str, t: i64) -> Event {
+        let mut e = Event {
+            message_id: id.into(),
+            tenant_id: 1,
+            site_id,
+            visitor_id: visitor.into(),
+            timestamp_us: t,
+            received_at_us: t,
+            ..Event::default()
+        };
+        e.set_type(sightline_proto::events::v1::EventType::Page);
+        e
+    }
+
     #[tokio::test]
     async fn only_rows_that_reach_the_day_and_rows_to_reject_go_on() {
-        let event = |id: &str, site_id: i64, visitor: &str, t: i64| {
-            let mut e = Event {
-                message_id: id.into(),
-                tenant_id: 1,
-                site_id,
-                visitor_id: visitor.into(),
-                timestamp_us: t,
-                received_at_us: t,
-                ..Event::default()
-            };
-            e.set_type(sightline_proto::events::v1::EventType::Page);
-            e
-        };
+        let event = page;
         let mut unknown_type = event("odd", 2, "margin", 60);
         unknown_type.set_type(sightline_proto::events::v1::EventType::Unspecified);
         let batch = sightline_lake::parquet::events_to_record_batch(&[
@@ -839,19 +842,7 @@ mod tests {
 
     #[test]
     fn a_sites_rows_beyond_its_own_margins_are_not_read() {
-        let event = |id: &str, site_id: i64, t: i64| {
-            let mut e = Event {
-                message_id: id.into(),
-                tenant_id: 1,
-                site_id,
-                visitor_id: "v".into(),
-                timestamp_us: t,
-                received_at_us: t,
-                ..Event::default()
-            };
-            e.set_type(sightline_proto::events::v1::EventType::Page);
-            e
-        };
+        let event = |id: &str, site_id: i64, t: i64| page(id, site_id, "v", t);
         // Site 2 reads [0, 1000) and site 4 [500, 2000), so the tenant reads [0, 2000); the
         // days run from 200 to 1800. Site 3 is known but has no day here.
         let wanted = Wanted {
