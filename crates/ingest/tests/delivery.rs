@@ -219,6 +219,54 @@ async fn a_broker_outage_under_load_loses_no_acknowledged_event() {
 }
 
 #[tokio::test]
+async fn a_broker_that_accepts_connections_but_never_answers_does_not_hold_ingest_for_good() {
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let ingest = TestIngest::start_with(Options {
+        amqp_url: Some(proxy.amqp_url()),
+        env: vec![
+            ("SIGHTLINE__BROKER__CONNECT_TIMEOUT_MS", "500".into()),
+            ("SIGHTLINE__BROKER__RECONNECT_BACKOFF_MAX_MS", "200".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    // The connection drops and every new one is taken and then never answered, as by a broker
+    // that hangs or a load balancer in front of a dead one.
+    proxy.stall();
+    assert!(
+        ingest.wait_ready(false, Duration::from_secs(5)).await,
+        "readiness turns false while the broker is silent"
+    );
+    let during = ingest
+        .post("/v1/track", &track("user-1", "Stalled", "stalled-1"))
+        .await;
+    assert_eq!(
+        during.status(),
+        503,
+        "nothing is accepted while unconfirmed"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // The broker answers again; connections taken while it was silent stay silent.
+    proxy.restore();
+    assert!(
+        ingest.wait_ready(true, Duration::from_secs(5)).await,
+        "ready again once an attempt is given up and a new one answered"
+    );
+    let after = ingest
+        .post("/v1/track", &track("user-1", "Answered", "answered-1"))
+        .await;
+    assert_eq!(after.status(), 200);
+    let published = published_ids(&ingest, "rollup").await;
+    assert!(
+        published.contains_key("answered-1"),
+        "the answered event is in the queues"
+    );
+    drop(proxy);
+    ingest.finish().await;
+}
+
+#[tokio::test]
 async fn a_shutdown_under_load_loses_no_acknowledged_event() {
     let ingest = Arc::new(TestIngest::start().await);
     let stop = Arc::new(AtomicBool::new(false));

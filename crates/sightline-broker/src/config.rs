@@ -36,6 +36,8 @@ pub struct BrokerConfig {
     pub reconnect_backoff_min_ms: u64,
     /// Longest reconnect delay.
     pub reconnect_backoff_max_ms: u64,
+    /// Longest wait for one connection attempt (handshake, topology, channels).
+    pub connect_timeout_ms: u64,
     /// How publishers encode payloads on the wire (see [`crate::encoding`]).
     pub compression: crate::Compression,
     /// zstd level when `compression = "zstd"`.
@@ -85,6 +87,11 @@ impl BrokerConfig {
                 && self.reconnect_backoff_min_ms <= self.reconnect_backoff_max_ms,
             "broker.reconnect_backoff_min_ms",
             "must be at least 1 and at most reconnect_backoff_max_ms",
+        );
+        p.check(
+            self.connect_timeout_ms >= 1,
+            "broker.connect_timeout_ms",
+            "must be at least 1",
         );
         p.check(
             (1..=19).contains(&self.zstd_level),

@@ -6,7 +6,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
 };
 
@@ -16,11 +16,16 @@ use tokio::{
     task::JoinSet,
 };
 
+/// What the proxy does with a new connection.
+const FORWARD: u8 = 0;
+const REFUSE: u8 = 1;
+const STALL: u8 = 2;
+
 /// A proxy on `127.0.0.1:<random port>` forwarding to one upstream address.
 pub struct Proxy {
     /// Where the proxy listens; point the code under test here.
     pub addr: SocketAddr,
-    cut: Arc<AtomicBool>,
+    mode: Arc<AtomicU8>,
     links: Arc<Mutex<JoinSet<()>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -32,29 +37,38 @@ impl Proxy {
             .await
             .expect("binding the proxy");
         let addr = listener.local_addr().expect("the proxy's address");
-        let cut = Arc::new(AtomicBool::new(false));
+        let mode = Arc::new(AtomicU8::new(FORWARD));
         let links = Arc::new(Mutex::new(JoinSet::new()));
         let upstream = upstream.to_string();
         let accept = {
-            let (cut, links) = (cut.clone(), links.clone());
+            let (mode, links) = (mode.clone(), links.clone());
             tokio::spawn(async move {
                 while let Ok((mut client, _)) = listener.accept().await {
-                    if cut.load(Ordering::SeqCst) {
-                        drop(client); // refused while the service is "down"
-                        continue;
-                    }
-                    let upstream = upstream.clone();
-                    links.lock().spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(&upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    match mode.load(Ordering::SeqCst) {
+                        REFUSE => drop(client), // the service is "down"
+                        STALL => {
+                            // Held open, never answered, until the proxy is restored.
+                            links.lock().spawn(async move {
+                                let _client = client;
+                                std::future::pending::<()>().await
+                            });
                         }
-                    });
+                        _ => {
+                            let upstream = upstream.clone();
+                            links.lock().spawn(async move {
+                                if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server)
+                                        .await;
+                                }
+                            });
+                        }
+                    }
                 }
             })
         };
         Self {
             addr,
-            cut,
+            mode,
             links,
             accept,
         }
@@ -77,13 +91,21 @@ impl Proxy {
 
     /// The service goes away: open connections drop, new ones are refused.
     pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
+        self.mode.store(REFUSE, Ordering::SeqCst);
         self.links.lock().abort_all();
     }
 
-    /// The service is back.
+    /// The service hangs: open connections drop, new ones are accepted and never answered
+    /// (a broker or load balancer that takes the TCP connection and then says nothing).
+    pub fn stall(&self) {
+        self.mode.store(STALL, Ordering::SeqCst);
+        self.links.lock().abort_all();
+    }
+
+    /// The service is back. Connections accepted while stalled stay silent; the code under test
+    /// has to give up on them by itself.
     pub fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
+        self.mode.store(FORWARD, Ordering::SeqCst);
     }
 }
 

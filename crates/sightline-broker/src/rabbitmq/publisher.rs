@@ -89,9 +89,10 @@ impl RabbitPublisher {
     }
 
     fn report_broken(&self, generation: u64) {
+        // A publish that failed on an older session must not hide a report on the current one.
         self.inner
             .broken_generation
-            .store(generation, Ordering::SeqCst);
+            .fetch_max(generation, Ordering::SeqCst);
         self.inner.broken.notify_one();
     }
 }
@@ -206,9 +207,19 @@ async fn maintain(inner: Arc<Inner>) {
     let min = Duration::from_millis(inner.config.reconnect_backoff_min_ms);
     let max = Duration::from_millis(inner.config.reconnect_backoff_max_ms);
     let mut backoff = min;
+    let attempt_limit = Duration::from_millis(inner.config.connect_timeout_ms);
     let mut generation = 0;
     while !inner.closed.is_cancelled() {
-        let session = match open_session(&inner, generation + 1).await {
+        // lapin has no timeout of its own: a peer that accepts the connection and then goes
+        // quiet would otherwise hold this task, and readiness, for good.
+        let attempt = tokio::time::timeout(attempt_limit, open_session(&inner, generation + 1))
+            .await
+            .unwrap_or_else(|_| {
+                Err(BrokerError::Protocol(format!(
+                    "no connection within {attempt_limit:?}"
+                )))
+            });
+        let session = match attempt {
             Ok(session) => Arc::new(session),
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?backoff, "cannot connect to the broker");
@@ -249,6 +260,10 @@ async fn maintain(inner: Arc<Inner>) {
         inner.session.send_replace(None);
         inner.health.not_ready("reconnecting");
         tracing::warn!(generation, "broker connection lost, reconnecting");
-        let _ = session.connection.close(320, "reconnecting".into()).await;
+        // A connection that is gone may never answer the close; reconnecting does not wait.
+        tokio::spawn(async move {
+            let close = session.connection.close(320, "reconnecting".into());
+            let _ = tokio::time::timeout(attempt_limit, close).await;
+        });
     }
 }
