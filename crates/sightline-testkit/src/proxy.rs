@@ -47,7 +47,7 @@ impl Proxy {
                     match mode.load(Ordering::SeqCst) {
                         REFUSE => drop(client), // the service is "down"
                         STALL => {
-                            // Held open, never answered, until the proxy is restored.
+                            // Held open and never answered, until the proxy is cut, stalled again or dropped.
                             links.lock().spawn(async move {
                                 let _client = client;
                                 std::future::pending::<()>().await
@@ -91,14 +91,18 @@ impl Proxy {
 
     /// The service goes away: open connections drop, new ones are refused.
     pub fn cut(&self) {
-        self.mode.store(REFUSE, Ordering::SeqCst);
-        self.links.lock().abort_all();
+        self.go_away(REFUSE);
     }
 
     /// The service hangs: open connections drop, new ones are accepted and never answered
     /// (a broker or load balancer that takes the TCP connection and then says nothing).
     pub fn stall(&self) {
-        self.mode.store(STALL, Ordering::SeqCst);
+        self.go_away(STALL);
+    }
+
+    /// New connections get `mode`; open ones drop.
+    fn go_away(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
         self.links.lock().abort_all();
     }
 

@@ -175,7 +175,10 @@ impl Publisher for RabbitPublisher {
         self.inner.closed.cancel();
         let session = self.inner.session.send_replace(None);
         if let Some(session) = session {
-            let _ = session.connection.close(200, "closing".into()).await;
+            // As on a reconnect: a broker gone silent never answers the close.
+            let limit = Duration::from_millis(self.inner.config.connect_timeout_ms);
+            let _ =
+                tokio::time::timeout(limit, session.connection.close(200, "closing".into())).await;
         }
     }
 }
