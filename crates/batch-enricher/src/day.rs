@@ -95,7 +95,7 @@ struct Tables {
 }
 
 /// The CPU-bound part of a chunk, for the blocking pool: events from the rows, validate,
-/// enrich, sessionise, join, fold.
+/// enrich, sessionise, join, fold; the columns that pass through are copied from `rows`.
 fn tables(
     ctx: &Context,
     day: &TenantDay,
@@ -103,7 +103,6 @@ fn tables(
     references: &[reference::Table],
 ) -> Result<Tables, BatchError> {
     let events = rows.events()?;
-    drop(rows);
     let (mut prepared, mut rejected) = prepare(&ctx.enricher, &ctx.rules, events, &day.known_sites);
     let visits = sessionise(&mut prepared);
     let in_day = |p: &&Prepared| {
@@ -130,9 +129,9 @@ fn tables(
         })
         .collect();
     Ok(Tables {
-        events: trusted::events_batch(&day_events, day, references)?,
+        events: trusted::events_batch(&day_events, &rows, day, references)?,
         sessions: trusted::sessions_batch(&day_visits)?,
-        rejected: trusted::rejected_batch(&rejected)?,
+        rejected: trusted::rejected_batch(&rejected, &rows)?,
         sites,
     })
 }

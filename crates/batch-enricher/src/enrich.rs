@@ -17,7 +17,11 @@ use uuid::Uuid;
 /// One valid event, enriched.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// The event as stored in `raw/`.
+    /// Its position in the events [`prepare`] was given: the row of [`crate::raw::Sorted`] it
+    /// was read from.
+    pub row: usize,
+    /// The event as stored in `raw/`, with the fields enrichment reads
+    /// ([`sightline_lake::parquet::Fields::Derived`]).
     pub event: Event,
     /// What enrichment derived beyond what the fact carries.
     pub detail: Detail,
@@ -64,7 +68,9 @@ impl Detail {
 /// An event left out, with its reason.
 #[derive(Debug, Clone)]
 pub struct Rejected {
-    /// The event as stored.
+    /// Its position in the events [`prepare`] was given (see [`Prepared::row`]).
+    pub row: usize,
+    /// The event as read.
     pub event: Event,
     /// `unknown_site`, `unknown_type` or `missing_id`.
     pub reason: &'static str,
@@ -163,9 +169,9 @@ pub fn prepare(
 ) -> (Vec<Prepared>, Vec<Rejected>) {
     let mut prepared = Vec::with_capacity(events.len());
     let mut rejected = Vec::new();
-    for event in events {
+    for (row, event) in events.into_iter().enumerate() {
         if let Some(reason) = rejection(&event, sites) {
-            rejected.push(Rejected { event, reason });
+            rejected.push(Rejected { row, event, reason });
             continue;
         }
         let mut enriched = enricher.enrich(&event);
@@ -175,6 +181,7 @@ pub fn prepare(
             fact.bot = Some(BotReason::KnownBotPattern);
         }
         prepared.push(Prepared {
+            row,
             event,
             detail,
             fact,
@@ -258,6 +265,15 @@ pub fn mark_reaching(rows: &[(i64, Role)], reach: Option<&Range<i64>>, keep: &mu
     close(keep, &mut chain, chain_reaches);
 }
 
+/// Makes `page` the page of `state` (a visit's entry or exit so far), copying it only when it
+/// changed: most events leave both as they were.
+fn follow(page: &mut Option<String>, state: &Option<(String, i64)>) {
+    let now = state.as_ref().map(|(page, _)| page.as_str());
+    if page.as_deref() != now {
+        *page = now.map(str::to_owned);
+    }
+}
+
 /// Sessionises `prepared` (sorted by site, visitor and time) with the shared rules, fills each
 /// event's `session_id` and returns every visit.
 pub fn sessionise(prepared: &mut [Prepared]) -> Vec<Visit> {
@@ -265,10 +281,14 @@ pub fn sessionise(prepared: &mut [Prepared]) -> Vec<Visit> {
     let mut state = None;
     let mut current: Option<(i64, String)> = None;
     for p in prepared.iter_mut() {
-        let owner = (p.event.site_id, p.event.visitor_id.clone());
-        if current.as_ref() != Some(&owner) {
+        let owner = (p.event.site_id, p.event.visitor_id.as_str());
+        if current
+            .as_ref()
+            .map(|(site, visitor)| (*site, visitor.as_str()))
+            != Some(owner)
+        {
             state = None;
-            current = Some(owner);
+            current = Some((owner.0, owner.1.to_owned()));
         }
         if p.fact.bot.is_some() || p.fact.kind == Kind::Other {
             continue;
@@ -302,8 +322,8 @@ pub fn sessionise(prepared: &mut [Prepared]) -> Vec<Visit> {
             visit.end_us = step.state.last_us;
             visit.events = step.state.events;
             visit.pageviews = step.state.pageviews;
-            visit.entry_page = step.state.entry.as_ref().map(|(page, _)| page.clone());
-            visit.exit_page = step.state.exit.as_ref().map(|(page, _)| page.clone());
+            follow(&mut visit.entry_page, &step.state.entry);
+            follow(&mut visit.exit_page, &step.state.exit);
         }
         p.session_id = Some(step.state.session_id);
         state = Some(step.state);

@@ -13,20 +13,23 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::{
     array::{
-        ArrayRef, BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray,
-        TimestampMicrosecondArray,
+        Array, ArrayRef, AsArray, BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray,
+        StringBuilder, TimestampMicrosecondArray,
     },
+    buffer::{BooleanBuffer, NullBuffer},
     datatypes::{DataType, Field, Schema, SchemaRef},
 };
 use chrono::NaiveDate;
 use datafusion::{datasource::MemTable, prelude::SessionContext};
 use sightline_lake::schema::{event_type_name, timestamp_type};
 use stream_processor::rollup::fact::Kind;
+use uuid::{Uuid, fmt::Hyphenated};
 
 use crate::{
     BatchError,
     days::TenantDay,
     enrich::{Prepared, Rejected, Visit},
+    raw::Sorted,
     reference::Table,
 };
 
@@ -146,46 +149,70 @@ fn ints<T>(rows: &[T], f: impl Fn(&T) -> Option<i64>) -> ArrayRef {
     Arc::new(rows.iter().map(f).collect::<Int64Array>())
 }
 
+/// Ids as hyphenated lowercase text, written straight into the column.
+fn uuids(ids: impl ExactSizeIterator<Item = Option<Uuid>>) -> ArrayRef {
+    let mut column = StringBuilder::with_capacity(ids.len(), ids.len() * Hyphenated::LENGTH);
+    let mut text = Uuid::encode_buffer();
+    for id in ids {
+        match id {
+            Some(id) => column.append_value(id.hyphenated().encode_lower(&mut text)),
+            None => column.append_null(),
+        }
+    }
+    Arc::new(column.finish())
+}
+
+/// A text column with its empty values null, as the lake writes optional fields: a column
+/// copied from raw rows then reads the same whichever writer wrote them.
+fn empty_as_null(column: ArrayRef) -> Result<ArrayRef, BatchError> {
+    let text = column
+        .as_string_opt::<i32>()
+        .ok_or_else(|| BatchError::Invalid("raw events: a text column of a wrong type".into()))?;
+    let offsets = text.value_offsets();
+    let filled = BooleanBuffer::collect_bool(text.len(), |i| offsets[i + 1] > offsets[i]);
+    let nulls = NullBuffer::union(text.nulls(), Some(&NullBuffer::new(filled)));
+    if nulls.as_ref().map(NullBuffer::null_count) == text.nulls().map(NullBuffer::null_count) {
+        return Ok(column);
+    }
+    Ok(Arc::new(StringArray::new(
+        text.offsets().clone(),
+        text.values().clone(),
+        nulls,
+    )))
+}
+
 /// `trusted/events` of the day: `events` already filtered to their site's day, joined with
-/// `references`.
+/// `references`. The columns that pass through unchanged are copied from `rows`, which the
+/// events were read from.
 pub fn events_batch(
     events: &[&Prepared],
+    rows: &Sorted,
     day: &TenantDay,
     references: &[Table],
 ) -> Result<RecordBatch, BatchError> {
+    let at: Vec<usize> = events.iter().map(|p| p.row).collect();
+    let required = |name: &str| rows.column(name, &at);
+    let optional = |name: &str| rows.column(name, &at).and_then(empty_as_null);
     let site = |p: &Prepared| day.site(p.event.site_id);
-    let zone: Vec<String> = events
+    let zone: Vec<&str> = events
         .iter()
-        .map(|p| {
-            site(p)
-                .map(|s| s.zone.name().to_owned())
-                .unwrap_or_default()
-        })
+        .map(|p| site(p).map_or("", |s| s.zone.name()))
         .collect();
     let currency: Vec<&str> = events
         .iter()
         .map(|p| site(p).map_or("", |s| s.currency.as_str()))
         .collect();
-    let session_ids: Vec<Option<String>> = events
-        .iter()
-        .map(|p| p.session_id.map(|s| s.to_string()))
-        .collect();
     let mut columns: Vec<ArrayRef> = vec![
-        strings(events, |p| Some(p.event.message_id.as_str())),
+        required("message_id")?,
         ints(events, |p| Some(p.event.site_id)),
         strings(events, |p| Some(event_type_name(p.event.r#type()))),
-        strings(events, |p| opt(&p.event.name)),
-        strings(events, |p| Some(p.event.visitor_id.as_str())),
-        strings(events, |p| opt(&p.event.user_id)),
-        strings(events, |p| opt(&p.event.anonymous_id)),
+        optional("name")?,
+        required("visitor_id")?,
+        optional("user_id")?,
+        optional("anonymous_id")?,
         times(events, |p| p.event.timestamp_us),
         times(events, |p| p.event.received_at_us),
-        Arc::new(
-            session_ids
-                .iter()
-                .map(Option::as_deref)
-                .collect::<StringArray>(),
-        ),
+        uuids(events.iter().map(|p| p.session_id)),
         Arc::new(
             events
                 .iter()
@@ -195,9 +222,9 @@ pub fn events_batch(
         strings(events, |p| opt(&p.fact.page)),
         strings(events, |p| opt(&p.detail.host)),
         strings(events, |p| opt(&p.detail.path)),
-        strings(events, |p| opt(&p.event.page_url)),
-        strings(events, |p| opt(&p.event.page_referrer)),
-        strings(events, |p| opt(&p.event.page_title)),
+        optional("page_url")?,
+        optional("page_referrer")?,
+        optional("page_title")?,
         strings(events, |p| Some(p.fact.attrs.browser.as_str())),
         strings(events, |p| opt(&p.detail.browser_major)),
         strings(events, |p| Some(p.fact.attrs.os.as_str())),
@@ -226,17 +253,9 @@ pub fn events_batch(
         ),
         Arc::new(StringArray::from_iter_values(currency.iter())),
         Arc::new(StringArray::from_iter_values(zone.iter())),
-        strings(events, |p| opt(&p.event.locale)),
-        strings(events, |p| {
-            std::str::from_utf8(&p.event.context_json)
-                .ok()
-                .and_then(opt)
-        }),
-        strings(events, |p| {
-            std::str::from_utf8(&p.event.properties_json)
-                .ok()
-                .and_then(opt)
-        }),
+        optional("locale")?,
+        optional("context")?,
+        optional("properties")?,
     ];
     let mut fields: Vec<Field> = EVENTS.fields().iter().map(|f| f.as_ref().clone()).collect();
     for table in references {
@@ -253,9 +272,8 @@ pub fn events_batch(
 
 /// `trusted/sessions` of the day: `visits` already filtered to those starting in it.
 pub fn sessions_batch(visits: &[&Visit]) -> Result<RecordBatch, BatchError> {
-    let ids: Vec<String> = visits.iter().map(|v| v.session_id.to_string()).collect();
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(ids.iter())),
+        uuids(visits.iter().map(|v| Some(v.session_id))),
         ints(visits, |v| Some(v.site_id)),
         strings(visits, |v| Some(v.visitor_id.as_str())),
         times(visits, |v| v.start_us),
@@ -283,10 +301,11 @@ pub fn sessions_batch(visits: &[&Visit]) -> Result<RecordBatch, BatchError> {
     Ok(RecordBatch::try_new(sessions_schema(), columns)?)
 }
 
-/// The rejected events, in the raw schema plus `error_reason`.
-pub fn rejected_batch(rejected: &[Rejected]) -> Result<RecordBatch, BatchError> {
-    let events: Vec<_> = rejected.iter().map(|r| r.event.clone()).collect();
-    let raw = sightline_lake::parquet::events_to_record_batch(&events)?;
+/// The rejected events, their raw rows as stored (copied from `rows`, which they were read
+/// from) and `error_reason`.
+pub fn rejected_batch(rejected: &[Rejected], rows: &Sorted) -> Result<RecordBatch, BatchError> {
+    let at: Vec<usize> = rejected.iter().map(|r| r.row).collect();
+    let raw = rows.rows(&at)?;
     let mut columns = raw.columns().to_vec();
     columns.push(Arc::new(StringArray::from_iter_values(
         rejected.iter().map(|r| r.reason),
@@ -394,3 +413,4 @@ pub async fn daily_metrics(
         ORDER BY sites.site_id";
     Ok(ctx.sql(sql).await?.collect().await?)
 }
+

@@ -16,7 +16,7 @@ struct Context {
 /// object, non-string values) is ignored field by field: it never fails an event.
 pub(crate) fn from_context(context_json: &[u8]) -> Utm {
     // Most events carry no campaign: skip the JSON parse for them.
-    if !contains(context_json, b"\"campaign\"") {
+    if memchr::memmem::find(context_json, b"\"campaign\"").is_none() {
         return Utm::default();
     }
     let Ok(Context {
@@ -40,10 +40,6 @@ pub(crate) fn from_context(context_json: &[u8]) -> Utm {
         term: field("term"),
         content: field("content"),
     }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]

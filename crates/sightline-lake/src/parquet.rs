@@ -259,48 +259,71 @@ pub fn events_from_parquet(bytes: Bytes) -> Result<Vec<Event>, LakeError> {
 /// The events of a batch with the raw-event columns (a file's, or a query's over raw files),
 /// in row order. Columns are found by name; others are ignored.
 pub fn events_from_record_batch(batch: &RecordBatch) -> Result<Vec<Event>, LakeError> {
-    let rows = RawRows::of(batch)?;
-    Ok((0..batch.num_rows()).map(|row| rows.event(row)).collect())
+    let rows = RawColumns::of(batch)?;
+    Ok((0..batch.num_rows())
+        .map(|row| rows.event(row, Fields::All))
+        .collect())
 }
 
 /// The events at `rows` (batch index, row index) of `batches`, all with the raw-event columns,
-/// in the order of `rows`: a selection and reordering of rows across batches, read straight
-/// into events without first gathering the rows into one batch.
+/// in the order of `rows`, with `fields` filled: a selection and reordering of rows across
+/// batches, read straight into events without first gathering the rows into one batch.
 pub fn events_at(
     batches: &[RecordBatch],
     rows: impl IntoIterator<Item = (usize, usize)>,
+    fields: Fields,
 ) -> Result<Vec<Event>, LakeError> {
     let columns = batches
         .iter()
-        .map(RawRows::of)
+        .map(RawColumns::of)
         .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter()
         .map(|(batch, row)| {
             columns
                 .get(batch)
-                .filter(|c| row < c.len)
-                .map(|c| c.event(row))
+                .filter(|c| row < c.len())
+                .map(|c| c.event(row, fields))
                 .ok_or_else(|| LakeError::Schema(format!("no row {row} in batch {batch}")))
         })
         .collect()
 }
 
+/// Which fields of an [`Event`] a read of raw rows fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fields {
+    /// Every field.
+    All,
+    /// Those that enrichment and the figures derive from: message, tenant, site and visitor
+    /// ids, type, name, event and receive times, user agent, page URL and referrer, context and
+    /// properties. The rest (user and anonymous ids, page title, locale, truncated IP, group and
+    /// previous ids, traits, original and sent times) stay empty, for a reader that copies those
+    /// columns from the rows themselves instead of through events.
+    Derived,
+}
+
 /// The raw-event columns of one batch, typed once so that each row is read without looking
-/// them up again.
-struct RawRows<'a> {
-    len: usize,
-    message_id: &'a StringArray,
-    tenant_id: &'a Int64Array,
-    site_id: &'a Int64Array,
-    event_type: &'a StringArray,
+/// them up again. The key columns are public for readers that decide about rows before (or
+/// instead of) reading them as events.
+pub struct RawColumns<'a> {
+    /// `message_id`.
+    pub message_id: &'a StringArray,
+    /// `tenant_id`.
+    pub tenant_id: &'a Int64Array,
+    /// `site_id`.
+    pub site_id: &'a Int64Array,
+    /// `type`, by name ([`event_type_from_name`]).
+    pub event_type: &'a StringArray,
+    /// `visitor_id`.
+    pub visitor_id: &'a StringArray,
+    /// `timestamp`.
+    pub timestamp: &'a TimestampMicrosecondArray,
+    /// `received_at`.
+    pub received_at: &'a TimestampMicrosecondArray,
     name: &'a StringArray,
     anonymous_id: &'a StringArray,
     user_id: &'a StringArray,
-    visitor_id: &'a StringArray,
-    timestamp: &'a TimestampMicrosecondArray,
     original_timestamp: &'a TimestampMicrosecondArray,
     sent_at: &'a TimestampMicrosecondArray,
-    received_at: &'a TimestampMicrosecondArray,
     ip_truncated: &'a StringArray,
     user_agent: &'a StringArray,
     page_url: &'a StringArray,
@@ -348,8 +371,10 @@ impl<'a> Json<'a> {
     }
 }
 
-impl<'a> RawRows<'a> {
-    fn of(batch: &'a RecordBatch) -> Result<Self, LakeError> {
+impl<'a> RawColumns<'a> {
+    /// The raw-event columns of `batch`, found by name (others are ignored); an error names
+    /// the first one missing or of a wrong type.
+    pub fn of(batch: &'a RecordBatch) -> Result<Self, LakeError> {
         let column = |name: &str| {
             batch
                 .column_by_name(name)
@@ -371,7 +396,6 @@ impl<'a> RawRows<'a> {
                 .ok_or_else(|| LakeError::Schema(format!("{name} is not Timestamp(µs)")))
         };
         Ok(Self {
-            len: batch.num_rows(),
             message_id: text("message_id")?,
             tenant_id: int("tenant_id")?,
             site_id: int("site_id")?,
@@ -398,8 +422,19 @@ impl<'a> RawRows<'a> {
         })
     }
 
-    /// Row `row` (below `len`) as an event; nulls read as empty.
-    fn event(&self, row: usize) -> Event {
+    /// Rows in the batch.
+    pub fn len(&self) -> usize {
+        self.message_id.len()
+    }
+
+    /// Whether the batch has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `row` (below [`len`](Self::len)) as an event with `fields` filled; nulls read as
+    /// empty.
+    pub fn event(&self, row: usize, fields: Fields) -> Event {
         let text =
             |a: &'a StringArray| -> &'a str { if a.is_null(row) { "" } else { a.value(row) } };
         let int = |a: &Int64Array| if a.is_null(row) { 0 } else { a.value(row) };
@@ -409,27 +444,29 @@ impl<'a> RawRows<'a> {
             tenant_id: int(self.tenant_id),
             site_id: int(self.site_id),
             name: text(self.name).to_owned(),
-            anonymous_id: text(self.anonymous_id).to_owned(),
-            user_id: text(self.user_id).to_owned(),
             visitor_id: text(self.visitor_id).to_owned(),
             timestamp_us: time(self.timestamp),
-            original_timestamp_us: time(self.original_timestamp),
-            sent_at_us: time(self.sent_at),
             received_at_us: time(self.received_at),
-            ip_truncated: text(self.ip_truncated).to_owned(),
             user_agent: text(self.user_agent).to_owned(),
             page_url: text(self.page_url).to_owned(),
             page_referrer: text(self.page_referrer).to_owned(),
-            page_title: text(self.page_title).to_owned(),
-            locale: text(self.locale).to_owned(),
-            group_id: text(self.group_id).to_owned(),
-            previous_id: text(self.previous_id).to_owned(),
             context_json: self.context.at(row),
             properties_json: self.properties.at(row),
-            traits_json: self.traits.at(row),
             ..Default::default()
         };
         e.set_type(event_type_from_name(text(self.event_type)));
+        if fields == Fields::All {
+            e.anonymous_id = text(self.anonymous_id).to_owned();
+            e.user_id = text(self.user_id).to_owned();
+            e.original_timestamp_us = time(self.original_timestamp);
+            e.sent_at_us = time(self.sent_at);
+            e.ip_truncated = text(self.ip_truncated).to_owned();
+            e.page_title = text(self.page_title).to_owned();
+            e.locale = text(self.locale).to_owned();
+            e.group_id = text(self.group_id).to_owned();
+            e.previous_id = text(self.previous_id).to_owned();
+            e.traits_json = self.traits.at(row);
+        }
         e
     }
 }
@@ -514,14 +551,38 @@ mod tests {
         let first = events_to_record_batch(&events[..2]).unwrap();
         let second = events_to_record_batch(&events[2..]).unwrap();
         let batches = [first, second];
-        let picked = events_at(&batches, [(1, 2), (0, 0), (1, 0), (0, 1)]).unwrap();
+        let picked = events_at(&batches, [(1, 2), (0, 0), (1, 0), (0, 1)], Fields::All).unwrap();
         let expected = [&events[4], &events[0], &events[2], &events[1]];
         assert_eq!(picked.iter().collect::<Vec<_>>(), expected);
         assert!(
-            events_at(&batches, [(0, 2)]).is_err(),
+            events_at(&batches, [(0, 2)], Fields::All).is_err(),
             "no third row in the first batch"
         );
-        assert!(events_at(&batches, [(2, 0)]).is_err(), "no third batch");
+        assert!(
+            events_at(&batches, [(2, 0)], Fields::All).is_err(),
+            "no third batch"
+        );
+    }
+
+    #[test]
+    fn a_derived_read_fills_what_figures_derive_from_and_nothing_else() {
+        let event = full_event(1);
+        let batch = events_to_record_batch(&[&event]).unwrap();
+        let derived = events_at(&[batch], [(0, 0)], Fields::Derived).unwrap();
+        let expected = Event {
+            anonymous_id: String::new(),
+            user_id: String::new(),
+            original_timestamp_us: 0,
+            sent_at_us: 0,
+            ip_truncated: String::new(),
+            page_title: String::new(),
+            locale: String::new(),
+            group_id: String::new(),
+            previous_id: String::new(),
+            traits_json: Bytes::new(),
+            ..event
+        };
+        assert_eq!(derived, [expected]);
     }
 
     #[test]

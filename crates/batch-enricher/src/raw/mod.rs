@@ -22,15 +22,17 @@ use std::{
 };
 
 use arrow::{
-    array::{
-        ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
-        TimestampMicrosecondArray, UInt32Array,
-    },
-    datatypes::{DataType, Field, Int64Type, Schema, TimestampMicrosecondType, UInt32Type},
+    array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, new_empty_array},
+    compute::{interleave, interleave_record_batch},
+    datatypes::{DataType, Field, Schema, UInt32Type},
 };
 use chrono::{DateTime, NaiveDate};
 use datafusion::{datasource::MemTable, prelude::SessionContext};
-use sightline_lake::{layout::RawPartition, schema::event_type_from_name};
+use sightline_lake::{
+    layout::RawPartition,
+    parquet::{Fields, RawColumns},
+    schema::{event_type_from_name, raw_event_schema},
+};
 use sightline_proto::events::v1::Event;
 
 pub use self::spill::{BUCKETS, Spill, spill_window};
@@ -66,14 +68,14 @@ pub struct Wanted {
 impl Wanted {
     /// Whether row `row` of `keys` is read: of the tenant, and in its site's window, or a row
     /// that will be rejected in the tenant-day's days.
-    fn reads(&self, keys: &Keys<'_>, row: usize) -> bool {
+    fn reads(&self, keys: &RawColumns<'_>, row: usize) -> bool {
         if keys.tenant_id.value(row) != self.tenant_id {
             return false;
         }
         let t = keys.timestamp.value(row);
         match self.read_us.get(&keys.site_id.value(row)) {
             Some(window) if window.contains(&t) => true,
-            _ => self.days_us.contains(&t) && keys.role(row, &self.known_sites) == Role::Rejected,
+            _ => self.days_us.contains(&t) && role(keys, row, &self.known_sites) == Role::Rejected,
         }
     }
 }
@@ -117,7 +119,9 @@ fn io_error(path: &std::path::Path, source: std::io::Error) -> BatchError {
 }
 
 /// A chunk's rows that go on, in the order sessionisation needs, still in the batches they were
-/// spilled in: each row is read once, into an [`Event`], by [`Sorted::events`].
+/// spilled in. What enrichment reads becomes events ([`Sorted::events`]); the columns that only
+/// pass through to the outputs are copied from the batches, column by column
+/// ([`Sorted::column`], [`Sorted::rows`]), without ever becoming per-row strings.
 #[derive(Debug, Default)]
 pub struct Sorted {
     batches: Vec<RecordBatch>,
@@ -126,10 +130,44 @@ pub struct Sorted {
 }
 
 impl Sorted {
-    /// The rows as events, in order.
+    /// The rows as events, in order, with the fields enrichment and the figures derive from
+    /// ([`Fields::Derived`]).
     pub fn events(&self) -> Result<Vec<Event>, BatchError> {
-        sightline_lake::parquet::events_at(&self.batches, self.rows.iter().copied())
-            .map_err(|e| BatchError::Invalid(format!("raw events: {e}")))
+        sightline_lake::parquet::events_at(
+            &self.batches,
+            self.rows.iter().copied(),
+            Fields::Derived,
+        )
+        .map_err(|e| BatchError::Invalid(format!("raw events: {e}")))
+    }
+
+    /// The raw column `name` of the rows at positions `at` (in the order of [`Sorted::events`]),
+    /// as stored.
+    pub fn column(&self, name: &str, at: &[usize]) -> Result<ArrayRef, BatchError> {
+        let Some(first) = self.batches.first() else {
+            let field = raw_event_schema().field_with_name(name)?.clone();
+            return Ok(new_empty_array(field.data_type()));
+        };
+        let (i, _) = first
+            .schema_ref()
+            .column_with_name(name)
+            .ok_or_else(|| BatchError::Invalid(format!("raw events: no column `{name}`")))?;
+        let columns: Vec<&dyn Array> = self.batches.iter().map(|b| b.column(i).as_ref()).collect();
+        Ok(interleave(&columns, &self.indices(at))?)
+    }
+
+    /// The rows at positions `at` (in the order of [`Sorted::events`]), every raw column as
+    /// stored.
+    pub fn rows(&self, at: &[usize]) -> Result<RecordBatch, BatchError> {
+        if self.batches.is_empty() {
+            return Ok(RecordBatch::new_empty(raw_event_schema()));
+        }
+        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
+        Ok(interleave_record_batch(&batches, &self.indices(at))?)
+    }
+
+    fn indices(&self, at: &[usize]) -> Vec<(usize, usize)> {
+        at.iter().map(|&i| self.rows[i]).collect()
     }
 }
 
@@ -144,7 +182,7 @@ async fn dedupe(batches: Vec<RecordBatch>, wanted: &Wanted) -> Result<Sorted, Ba
     }
     let keys = batches
         .iter()
-        .map(Keys::of)
+        .map(RawColumns::of)
         .collect::<Result<Vec<_>, _>>()?;
     let keep = first_copies(&keys, wanted);
     // The index of the first row of each batch.
@@ -190,7 +228,7 @@ async fn dedupe(batches: Vec<RecordBatch>, wanted: &Wanted) -> Result<Sorted, Ba
 
 /// Which of the chunk's unique rows, sorted by site, visitor and time (`rows`: batch and row
 /// in `keys`), can change the day's figures, a visitor at a time ([`mark_reaching`]).
-fn reaching(keys: &[Keys<'_>], rows: &[(usize, usize)], wanted: &Wanted) -> Vec<bool> {
+fn reaching(keys: &[RawColumns<'_>], rows: &[(usize, usize)], wanted: &Wanted) -> Vec<bool> {
     let mut keep = vec![false; rows.len()];
     let mut visitor: Vec<(i64, Role)> = Vec::new();
     let mut start = 0;
@@ -206,7 +244,7 @@ fn reaching(keys: &[Keys<'_>], rows: &[(usize, usize)], wanted: &Wanted) -> Vec<
         visitor.clear();
         visitor.extend(rows[start..end].iter().map(|&(b, row)| {
             let k = &keys[b];
-            (k.timestamp.value(row), k.role(row, &wanted.known_sites))
+            (k.timestamp.value(row), role(k, row, &wanted.known_sites))
         }));
         mark_reaching(
             &visitor,
@@ -218,76 +256,25 @@ fn reaching(keys: &[Keys<'_>], rows: &[(usize, usize)], wanted: &Wanted) -> Vec<
     keep
 }
 
-/// The columns of a raw batch that decide its row's bucket and whether it is kept, typed once.
-struct Keys<'a> {
-    tenant_id: &'a Int64Array,
-    site_id: &'a Int64Array,
-    message_id: &'a StringArray,
-    visitor_id: &'a StringArray,
-    event_type: &'a StringArray,
-    timestamp: &'a TimestampMicrosecondArray,
-    received_at: &'a TimestampMicrosecondArray,
-}
-
-impl<'a> Keys<'a> {
-    fn of(batch: &'a RecordBatch) -> Result<Self, BatchError> {
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| BatchError::Invalid(format!("raw events: no column `{name}`")))
-        };
-        let invalid =
-            |name: &str| BatchError::Invalid(format!("raw events: `{name}` has a wrong type"));
-        let int = |name: &str| {
-            column(name)?
-                .as_primitive_opt::<Int64Type>()
-                .ok_or_else(|| invalid(name))
-        };
-        let text = |name: &str| {
-            column(name)?
-                .as_string_opt::<i32>()
-                .ok_or_else(|| invalid(name))
-        };
-        let time = |name: &str| {
-            column(name)?
-                .as_primitive_opt::<TimestampMicrosecondType>()
-                .ok_or_else(|| invalid(name))
-        };
-        Ok(Self {
-            tenant_id: int("tenant_id")?,
-            site_id: int("site_id")?,
-            message_id: text("message_id")?,
-            visitor_id: text("visitor_id")?,
-            event_type: text("type")?,
-            timestamp: time("timestamp")?,
-            received_at: time("received_at")?,
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.site_id.len()
-    }
-
-    /// What row `row` is to sessionisation ([`Role::of`]), `sites` being the tenant's.
-    fn role(&self, row: usize, sites: &HashSet<i64>) -> Role {
-        Role::of(
-            self.message_id.value(row),
-            self.visitor_id.value(row),
-            event_type_from_name(self.event_type.value(row)),
-            self.site_id.value(row),
-            sites,
-        )
-    }
+/// What row `row` of `keys` is to sessionisation ([`Role::of`]), `sites` being the tenant's.
+fn role(keys: &RawColumns<'_>, row: usize, sites: &HashSet<i64>) -> Role {
+    Role::of(
+        keys.message_id.value(row),
+        keys.visitor_id.value(row),
+        event_type_from_name(keys.event_type.value(row)),
+        keys.site_id.value(row),
+        sites,
+    )
 }
 
 /// For each batch of a chunk, which of its rows are the one copy of an event that goes on:
 /// rows of `wanted`'s tenant and window, one per site and messageId (the copy received first,
 /// then the one with the earlier time, then by visitor, then the first read). A hash pass over
 /// the key columns: about 1 % of events have a copy, so ranking every row would be wasted work.
-fn first_copies(keys: &[Keys<'_>], wanted: &Wanted) -> Vec<BooleanArray> {
+fn first_copies(keys: &[RawColumns<'_>], wanted: &Wanted) -> Vec<BooleanArray> {
     type Rank<'k> = (i64, i64, &'k str, usize, usize);
-    let in_window = |k: &Keys<'_>, row: usize| wanted.reads(k, row);
-    let rows: usize = keys.iter().map(Keys::len).sum();
+    let in_window = |k: &RawColumns<'_>, row: usize| wanted.reads(k, row);
+    let rows: usize = keys.iter().map(RawColumns::len).sum();
     let mut first: HashMap<(i64, &str), Rank<'_>, _> =
         HashMap::with_capacity_and_hasher(rows, foldhash::fast::RandomState::default());
     for (b, k) in keys.iter().enumerate() {

@@ -26,10 +26,11 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sightline_lake::{
     ObjectStore,
     layout::{RawPartition, raw_day_prefix},
+    parquet::RawColumns,
     schema::raw_event_schema,
 };
 
-use super::{Keys, Sorted, Wanted, dedupe, io_error, utc_dates, window_hours};
+use super::{Sorted, Wanted, dedupe, io_error, utc_dates, window_hours};
 use crate::BatchError;
 
 /// Objects fetched and decoded at the same time (each decoded object is in memory).
@@ -75,7 +76,7 @@ fn bucket_of(site_id: i64, visitor_id: &str) -> usize {
 
 /// The rows of `batch` that `wanted` reads, by bucket.
 fn split(batch: &RecordBatch, wanted: &Wanted) -> Result<Vec<(usize, RecordBatch)>, BatchError> {
-    let keys = Keys::of(batch)?;
+    let keys = RawColumns::of(batch)?;
     let mut rows: Vec<Vec<u32>> = vec![Vec::new(); BUCKETS];
     for row in (0..batch.num_rows()).filter(|&row| wanted.reads(&keys, row)) {
         let bucket = bucket_of(keys.site_id.value(row), keys.visitor_id.value(row));
