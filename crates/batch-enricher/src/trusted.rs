@@ -414,3 +414,136 @@ pub async fn daily_metrics(
     Ok(ctx.sql(sql).await?.collect().await?)
 }
 
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use bytes::Bytes;
+    use chrono::Utc;
+    use sightline_event::Enricher;
+    use sightline_lake::schema::raw_event_schema;
+    use sightline_proto::events::v1::{Event, EventType};
+
+    use super::*;
+    use crate::{
+        days::SiteDay,
+        enrich::{Rules, prepare, sessionise},
+    };
+
+    #[test]
+    fn columns_that_pass_through_are_the_raw_rows_own() {
+        let date = NaiveDate::from_ymd_opt(2026, 1, 15).unwrap();
+        let site = sightline_db::Site {
+            tenant_id: 1,
+            id: 2,
+            domain: "s.example".into(),
+            time_zone: "Europe/Paris".into(),
+            currency: "EUR".into(),
+            created_at: Utc::now(),
+        };
+        let site_day = SiteDay::of(&site, date).unwrap();
+        let t = site_day.starts_us + 3_600_000_000;
+        let event = |id: &str, site_id: i64, t: i64, kind: EventType| {
+            let mut e = Event {
+                message_id: id.into(),
+                tenant_id: 1,
+                site_id,
+                visitor_id: "v".into(),
+                timestamp_us: t,
+                original_timestamp_us: t,
+                received_at_us: t,
+                page_url: "https://s.example/cart".into(),
+                ..Event::default()
+            };
+            e.set_type(kind);
+            e
+        };
+        let full = Event {
+            name: "Order Completed".into(),
+            user_id: "u-1".into(),
+            anonymous_id: "a-1".into(),
+            page_referrer: "https://www.google.com/".into(),
+            page_title: "Cart ✓".into(),
+            locale: "fr-FR".into(),
+            context_json: Bytes::from_static(br#"{"library":{"name":"analytics.js"}}"#),
+            properties_json: Bytes::from_static(br#"{"revenue":3,"currency":"EUR"}"#),
+            ..event("full", 2, t, EventType::Track)
+        };
+        let stranger = Event {
+            ip_truncated: "203.0.113.0".into(),
+            group_id: "g-1".into(),
+            traits_json: Bytes::from_static(br#"{"plan":"pro"}"#),
+            sent_at_us: t + 5,
+            ..event("stranger", 99, t + 2, EventType::Identify)
+        };
+        let written = sightline_lake::parquet::events_to_record_batch(&[
+            full,
+            event("bare", 2, t + 1, EventType::Page),
+            stranger,
+        ])
+        .unwrap();
+        // Another writer's empty locale, stored as "" instead of null.
+        let (locale, _) = written.schema().column_with_name("locale").unwrap();
+        let mut columns = written.columns().to_vec();
+        columns[locale] = Arc::new(StringArray::from(vec![Some("fr-FR"), Some(""), None]));
+        let raw = RecordBatch::try_new(raw_event_schema(), columns).unwrap();
+        let rows = Sorted::in_order(vec![raw.clone()]);
+
+        let enricher = Enricher::new().unwrap();
+        let sites = HashSet::from([2]);
+        let (mut prepared, rejected) =
+            prepare(&enricher, &Rules::default(), rows.events().unwrap(), &sites);
+        sessionise(&mut prepared);
+        let day = TenantDay {
+            tenant_id: 1,
+            day: date,
+            sites: vec![site_day],
+            known_sites: sites,
+        };
+        let refs: Vec<&Prepared> = prepared.iter().collect();
+        let events = events_batch(&refs, &rows, &day, &[]).unwrap();
+        let text = |name: &str| -> Vec<Option<String>> {
+            let column = events.column_by_name(name).unwrap().as_string::<i32>();
+            column.iter().map(|v| v.map(str::to_owned)).collect()
+        };
+        let some = |v: &str| Some(v.to_owned());
+        assert_eq!(text("message_id"), [some("full"), some("bare")]);
+        assert_eq!(text("visitor_id"), [some("v"), some("v")]);
+        assert_eq!(text("name"), [some("Order Completed"), None]);
+        assert_eq!(text("user_id"), [some("u-1"), None]);
+        assert_eq!(text("anonymous_id"), [some("a-1"), None]);
+        let url = some("https://s.example/cart");
+        assert_eq!(text("page_url"), [url.clone(), url]);
+        assert_eq!(
+            text("page_referrer"),
+            [some("https://www.google.com/"), None]
+        );
+        assert_eq!(text("page_title"), [some("Cart ✓"), None]);
+        assert_eq!(text("locale"), [some("fr-FR"), None], "empty is null");
+        assert_eq!(
+            text("context"),
+            [some(r#"{"library":{"name":"analytics.js"}}"#), None]
+        );
+        assert_eq!(
+            text("properties"),
+            [some(r#"{"revenue":3,"currency":"EUR"}"#), None]
+        );
+        assert_eq!(text("path"), [some("/cart"), some("/cart")], "enriched");
+        assert_eq!(text("order_currency"), [some("EUR"), None]);
+
+        // A rejected row is kept whole, as stored, with its reason.
+        let rejected = rejected_batch(&rejected, &rows).unwrap();
+        assert_eq!(rejected.num_rows(), 1);
+        let stored = raw.slice(2, 1);
+        for (i, field) in raw_event_schema().fields().iter().enumerate() {
+            assert_eq!(
+                rejected.column(i).to_data(),
+                stored.column(i).to_data(),
+                "{}",
+                field.name()
+            );
+        }
+        let reason = rejected.column_by_name("error_reason").unwrap();
+        assert_eq!(reason.as_string::<i32>().value(0), "unknown_site");
+    }
+}

@@ -169,6 +169,15 @@ impl Sorted {
     fn indices(&self, at: &[usize]) -> Vec<(usize, usize)> {
         at.iter().map(|&i| self.rows[i]).collect()
     }
+
+    /// Every row of `batches`, in order.
+    #[cfg(test)]
+    pub(crate) fn in_order(batches: Vec<RecordBatch>) -> Self {
+        let rows = (batches.iter().enumerate())
+            .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |row| (b, row)))
+            .collect();
+        Self { batches, rows }
+    }
 }
 
 /// The rows of `batches` that `wanted` keeps ([`first_copies`], then [`reaching`]), sorted by
