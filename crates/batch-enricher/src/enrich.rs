@@ -281,14 +281,12 @@ pub fn sessionise(prepared: &mut [Prepared]) -> Vec<Visit> {
     let mut state = None;
     let mut current: Option<(i64, String)> = None;
     for p in prepared.iter_mut() {
-        let owner = (p.event.site_id, p.event.visitor_id.as_str());
-        if current
-            .as_ref()
-            .map(|(site, visitor)| (*site, visitor.as_str()))
-            != Some(owner)
-        {
+        let same_visitor = current.as_ref().is_some_and(|(site, visitor)| {
+            *site == p.event.site_id && *visitor == p.event.visitor_id
+        });
+        if !same_visitor {
             state = None;
-            current = Some((owner.0, owner.1.to_owned()));
+            current = Some((p.event.site_id, p.event.visitor_id.clone()));
         }
         if p.fact.bot.is_some() || p.fact.kind == Kind::Other {
             continue;

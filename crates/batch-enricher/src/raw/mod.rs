@@ -144,14 +144,12 @@ impl Sorted {
     /// The raw column `name` of the rows at positions `at` (in the order of [`Sorted::events`]),
     /// as stored.
     pub fn column(&self, name: &str, at: &[usize]) -> Result<ArrayRef, BatchError> {
-        let Some(first) = self.batches.first() else {
-            let field = raw_event_schema().field_with_name(name)?.clone();
-            return Ok(new_empty_array(field.data_type()));
-        };
-        let (i, _) = first
-            .schema_ref()
-            .column_with_name(name)
-            .ok_or_else(|| BatchError::Invalid(format!("raw events: no column `{name}`")))?;
+        // Spilled batches are written with the raw schema, so its index is theirs too.
+        let schema = raw_event_schema();
+        let i = schema.index_of(name)?;
+        if self.batches.is_empty() {
+            return Ok(new_empty_array(schema.field(i).data_type()));
+        }
         let columns: Vec<&dyn Array> = self.batches.iter().map(|b| b.column(i).as_ref()).collect();
         Ok(interleave(&columns, &self.indices(at))?)
     }
